@@ -1,0 +1,61 @@
+"""`python -m gridtune.sweep`: the Hydra app. One trial per run; a grid with `-m`.
+
+    python -m gridtune.sweep                                # one trial, defaults, in hydra.run.dir
+    python -m gridtune.sweep -m lr=1e-3,5e-4,1e-4           # three trials, local launcher
+    python -m gridtune.sweep -m sweep=task11 launcher=slurm # the report's 18-trial grid as a job array
+
+In multirun mode the gridtune sweeper (hydra_plugins/gridtune_sweeper) composes and validates the
+whole grid first, skips trials already done, and hands the rest to the launcher. Each job runs
+this task function: its own trial, plus (with launcher.trials_per_job > 1) the other trials of its
+chunk, whose configs the driver wrote into their directories beforehand.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from . import config as gconfig   # registers ${gridtune_trial_id:}
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float | None:
+    from .trial import run_trial
+    rec = run_trial(cfg, out_dir, overrides=overrides)
+    return (rec.get("metrics") or {}).get(cfg.objective)
+
+
+def task(cfg: DictConfig) -> float | None:
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    problems = gconfig.validate(cfg)
+    if problems:
+        raise gconfig.ConfigError(f"invalid config [{' '.join(hc.overrides.task)}]: {problems[0]}")
+    if hc.mode.name == "MULTIRUN":
+        gconfig.check_inside(out_dir, hc.sweep.dir, "hydra.sweep.subdir")
+    value = _run_one(cfg, out_dir, list(hc.overrides.task))
+    for tid in cfg.launcher.get("chunk") or []:     # the rest of this job's chunk
+        trial_dir = gconfig.check_inside(Path(hc.sweep.dir) / str(tid), hc.sweep.dir, "launcher.chunk")
+        member = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
+        overrides = list(OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml"))
+        _run_one(member, trial_dir, overrides)
+    return value
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _main(cfg: DictConfig) -> float | None:
+    return task(cfg)
+
+
+def main() -> None:
+    if not Path(CONF_DIR, "config.yaml").exists():
+        sys.exit(f"gridtune: {CONF_DIR}/config.yaml not found (install gridtune from its checkout: pip install -e .)")
+    _main()
+
+
+if __name__ == "__main__":
+    main()

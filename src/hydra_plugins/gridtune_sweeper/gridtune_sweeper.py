@@ -1,0 +1,200 @@
+"""The gridtune sweeper: Hydra's cartesian grid, made idempotent, validated up front and chunked.
+
+Before launching anything it composes every trial of the grid (CLI lists, `hydra.sweeper.params`
+from a grid file, `repeats`), validates each one and stops with one line per problem and a non-zero
+exit if any is invalid, so no job is submitted, not even the valid ones. It computes each trial's
+id, drops duplicates, skips trials whose record is final (ok or diverged), writes the manifest and
+each pending trial's config into its directory, prepares the shared audio cache once, and then
+launches the rest as one array, `launcher.trials_per_job` trials per job. `dry_run: true` (used by
+`python -m gridtune.plan`) stops after printing the plan.
+"""
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.plugins.sweeper import Sweeper
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from omegaconf import OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GridtuneSweeperConf:
+    _target_: str = "hydra_plugins.gridtune_sweeper.gridtune_sweeper.GridtuneSweeper"
+    params: Optional[Dict[str, str]] = None       # the grid: key -> comma list (grid files set it)
+    repeats: int = 1                              # run every config with seeds seed, seed+1, ...
+    dry_run: bool = False                         # print the plan, launch nothing
+    prepare_cache: bool = True                    # decode the audio once in the driver, before fanning out
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="gridtune", node=GridtuneSweeperConf, provider="gridtune")
+
+
+class GridtuneSweeper(Sweeper):
+    def __init__(self, params=None, repeats: int = 1, dry_run: bool = False, prepare_cache: bool = True,
+                 extra=None) -> None:
+        self.params = dict(params or {})
+        self.repeats, self.dry_run, self.prepare_cache = int(repeats), bool(dry_run), bool(prepare_cache)
+        self.config = self.launcher = self.hydra_context = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from hydra.core.plugins import Plugins
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    # -- the grid -------------------------------------------------------------------------------
+    def _grid(self, arguments: List[str]) -> List[List[str]]:
+        args = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides(args)
+        # a CLI value replaces the grid file's list for the same key (Hydra keeps the last one)
+        grid = BasicSweeper.split_arguments(overrides, None)[0]
+        if self.repeats > 1:
+            base_seed = int(self.config.get("seed", 0))
+            grid = [g + [f"seed={base_seed + r}"] for g in grid for r in range(self.repeats)]
+        return grid
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from gridtune import config as gconfig, records
+        from gridtune.trial import params_of
+        t0 = time.perf_counter()
+        loader = self.hydra_context.config_loader
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        trials, problems, seen = [], [], set()
+        for overrides in self._grid(arguments):
+            try:
+                cfg = loader.load_sweep_config(self.config, list(overrides))
+            except Exception as e:
+                problems.append(f"[{' '.join(overrides)}] {str(e).splitlines()[0]}")
+                continue
+            bad = gconfig.validate(cfg)
+            problems += [f"[{' '.join(overrides)}] {p}" for p in bad]
+            if bad:
+                continue
+            tid = gconfig.trial_id(cfg)
+            if tid in seen:
+                continue
+            seen.add(tid)
+            trials.append({"trial_id": tid, "overrides": list(overrides), "cfg": cfg})
+        problems += self._check_data(trials)
+        if problems:
+            for p in problems:
+                print(f"gridtune: invalid trial {p}", file=sys.stderr)
+            print(f"gridtune: {len(problems)} problem(s) in the grid; nothing was launched", file=sys.stderr)
+            sys.exit(2)
+        if not trials:
+            print("gridtune: the grid is empty; nothing to launch", file=sys.stderr)
+            sys.exit(2)
+        for t in trials:
+            gconfig.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
+        done = [t for t in trials if _final(sweep_dir / t["trial_id"], t["trial_id"])]
+        todo = [t for t in trials if t not in done]
+        k = max(int(OmegaConf.select(self.config, "launcher.trials_per_job") or 1), 1)
+        n_jobs = -(-len(todo) // k)
+        cfg0 = trials[0]["cfg"]
+        n_clips = self._count_clips(cfg0)
+        cost = sum(int(t["cfg"].train.epochs) for t in todo) * n_clips
+        print(f"gridtune: sweep '{cfg0.sweep_name}' in {sweep_dir}: {len(trials)} trials, {len(done)} already done "
+              f"(skipped), {len(todo)} to run as {n_jobs} job(s) of <= {k}; est. cost {cost:,} clip-epochs "
+              f"(composed in {time.perf_counter() - t0:.1f}s)", flush=True)
+        if self.dry_run:
+            for t in trials:
+                state = "done" if t in done else "run"
+                print(f"  {t['trial_id']}  {state:4s}  {' '.join(t['overrides'])}")
+            return []
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self._write_manifest(sweep_dir, trials, params_of, records)
+        if not todo:
+            print(f"gridtune: nothing to run. Reduce with: python -m gridtune.reduce {sweep_dir}", flush=True)
+            return []
+        for t in todo:                                  # the configs chunk members will load
+            hydra_dir = sweep_dir / t["trial_id"] / ".hydra"
+            cfg = OmegaConf.masked_copy(t["cfg"], [k for k in t["cfg"] if k != "hydra"])
+            records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+            records.atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(t["overrides"]))
+        if self.prepare_cache:
+            self._prepare(cfg0)
+        jobs = []
+        for i in range(0, len(todo), k):
+            chunk = todo[i:i + k]
+            ids = ",".join(f"'{t['trial_id']}'" for t in chunk[1:])
+            jobs.append(chunk[0]["overrides"] + ([f"++launcher.chunk=[{ids}]"] if ids else []))
+        try:
+            returns = self.launcher.launch(jobs, initial_job_idx=0)
+        except Exception as e:   # a job that died without a result (killed, node lost): records tell the rest
+            print(f"gridtune: launcher: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+            returns = []
+        self._summary(sweep_dir, trials, records)
+        return returns
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _check_data(self, trials) -> List[str]:
+        from gridtune.layouts import DataError, index_train
+        problems, checked = [], set()
+        for t in trials:
+            d = t["cfg"].data
+            key = (str(d.root), str(d.layout), tuple(d.classes or []))
+            if key in checked:
+                continue
+            checked.add(key)
+            try:
+                index_train(d.root, d.layout, list(d.classes) if d.classes else None)
+            except (DataError, OSError) as e:
+                problems.append(f"[{' '.join(t['overrides'])}] {e}")
+        return problems
+
+    @staticmethod
+    def _count_clips(cfg) -> int:
+        from gridtune.layouts import index_train
+        return len(index_train(cfg.data.root, cfg.data.layout, list(cfg.data.classes) if cfg.data.classes else None)[0])
+
+    @staticmethod
+    def _prepare(cfg) -> None:
+        from gridtune import data
+        t0 = time.perf_counter()
+        p = data.prepare(cfg)
+        state = "built" if p.entry.built else "found"
+        print(f"gridtune: audio cache {state}: {len(p.labels)} clips, {len(p.skipped)} skipped, "
+              f"{p.entry.path} ({time.perf_counter() - t0:.1f}s)", flush=True)
+
+    def _write_manifest(self, sweep_dir: Path, trials, params_of, records) -> None:
+        path = sweep_dir / records.MANIFEST
+        try:
+            old = records.read_json(path)
+        except (FileNotFoundError, records.TornRecord):
+            old = {}
+        known = {t["trial_id"]: t for t in old.get("trials", [])}
+        for t in trials:
+            known[t["trial_id"]] = {"trial_id": t["trial_id"], "overrides": t["overrides"], "params": params_of(t["cfg"])}
+        cfg0 = trials[0]["cfg"]
+        records.write_json(path, {"sweep": cfg0.sweep_name, "objective": cfg0.objective,
+                                  "objective_mode": cfg0.objective_mode, "trials": list(known.values())})
+
+    @staticmethod
+    def _summary(sweep_dir: Path, trials, records) -> None:
+        counts: Dict[str, int] = {}
+        for t in trials:
+            try:
+                status = records.read_json(sweep_dir / t["trial_id"] / records.RESULT).get("status", "?")
+            except FileNotFoundError:
+                status = "missing"
+            except records.TornRecord:
+                status = "torn"
+            counts[status] = counts.get(status, 0) + 1
+        text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        print(f"gridtune: {len(trials)} trials: {text}. Leaderboard: python -m gridtune.reduce {sweep_dir}", flush=True)
+
+
+def _final(trial_dir: Path, tid: str) -> bool:
+    from gridtune.trial import final_record
+    return final_record(trial_dir, tid) is not None
