@@ -32,7 +32,10 @@ def _auto(flag, default: bool) -> bool:
 
 
 class TrialRun:
-    def __init__(self, cfg, out_dir: Path, *, batch_size: int, tracker=None, parts=("train", "val")):
+    def __init__(self, cfg, out_dir: Path, *, batch_size: int, tracker=None,
+                 train_parts: tuple[str, ...] = ("train",), val_part: str = "val", epochs: int | None = None):
+        """`train_parts` are the split parts fitted on (the final run adds "val"); `val_part` is evaluated
+        each epoch; `epochs` overrides train.epochs (the final run's final.epochs)."""
         set_threads(cfg)
         self.cfg, self.out, self.batch_size, self.tracker = cfg, Path(out_dir), batch_size, tracker
         self.device = pick_device(cfg.device)
@@ -41,8 +44,9 @@ class TrialRun:
         if cfg.data.test_fraction:
             fractions["test"] = float(cfg.data.test_fraction)
         self.split = data_mod.split(self.prepared.labels, self.prepared.groups, fractions, int(cfg.data.split_seed))
-        self.train_idx = np.concatenate([self.split[p] for p in parts[:-1]]) if len(parts) > 2 else self.split[parts[0]]
-        self.val_idx = self.split[parts[-1]]
+        self.train_idx = np.sort(np.concatenate([self.split[p] for p in train_parts]))
+        self.val_idx = self.split[val_part]
+        self.epochs = int(epochs or cfg.train.epochs)
         self.data = data_mod.DeviceData(self.prepared, self.device, cfg.data.resident, float(cfg.data.resident_max_gb))
         self.classes = self.prepared.classes
         self._build()
@@ -70,7 +74,7 @@ class TrialRun:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         steps = max(len(self.train_idx) // self.batch_size, 1)
-        self.scheduler = build_scheduler(self.optimizer, cfg.sched, epochs=int(cfg.train.epochs),
+        self.scheduler = build_scheduler(self.optimizer, cfg.sched, epochs=self.epochs,
                                          steps_per_epoch=steps, objective_mode=cfg.objective_mode)
         self.amp_dtype, use_scaler = resolve_amp(cfg.train.amp, dev)
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
@@ -134,7 +138,7 @@ class TrialRun:
         return sign * (value - self.best["value"]) > delta
 
     def fit(self) -> None:
-        cfg, epochs = self.cfg, int(self.cfg.train.epochs)
+        cfg, epochs = self.cfg, self.epochs
         patience = int(cfg.train.early_stop.patience)
         while self.epoch < epochs and not self.stopped_early:
             epoch = self.epoch + 1
