@@ -17,7 +17,7 @@ from pathlib import Path
 from . import records
 
 
-def _slurm_job() -> str | None:
+def slurm_job() -> str | None:
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
@@ -44,7 +44,7 @@ def is_stale(claim: dict | None, path: Path, stale_after_s: float) -> bool:
         return time.time() - path.stat().st_mtime > 5
     if claim.get("host") == socket.gethostname() and not _alive(int(claim.get("pid", -1))):
         return True
-    if claim.get("slurm_job_id") and claim.get("slurm_job_id") == _slurm_job():
+    if claim.get("slurm_job_id") and claim.get("slurm_job_id") == slurm_job():
         return True
     return time.time() - path.stat().st_mtime > stale_after_s
 
@@ -54,7 +54,7 @@ def acquire(trial_dir: Path, stale_after_s: float = 900.0) -> dict | None:
     path = Path(trial_dir) / records.CLAIM
     path.parent.mkdir(parents=True, exist_ok=True)
     mine = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-            "slurm_job_id": _slurm_job()}
+            "slurm_job_id": slurm_job()}
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

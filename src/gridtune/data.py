@@ -99,7 +99,7 @@ class DeviceData:
         on_device = resident == "always" or (resident == "auto" and size_gb <= max_gb)
         key = (str(prepared.entry.path), str(device) if on_device else "cpu")
         if key not in _RESIDENT:
-            t = torch.from_numpy(np.ascontiguousarray(waves))          # float16, (N, L) or (N, H, W)
+            t = torch.from_numpy(np.array(waves))   # one read of the memmap; float16 (N, L) or (N, H, W)
             _RESIDENT[key] = t.to(device) if on_device else t
         self.x = _RESIDENT[key]
         self.y = torch.as_tensor(prepared.labels, device=device)

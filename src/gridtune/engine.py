@@ -156,7 +156,8 @@ class TrialRun:
             row = {"epoch": epoch, "lr": lrs, **tr, **val, "time_s": time.perf_counter() - t0}
             self.history.append(row)
             if self._improved(value):
-                self.best = {"value": value, "epoch": epoch, "metrics": {**tr, **val}, "extra": extra}
+                quality = {k: v for k, v in tr.items() if k in ("train/loss", "train/acc")}
+                self.best = {"value": value, "epoch": epoch, "metrics": {**quality, **val}, "extra": extra}
                 self.bad_epochs = 0
                 save_torch(self.out / records.BEST, {"model": self.model.state_dict(),
                                                      "features": self.features.state_dict()})

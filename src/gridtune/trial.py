@@ -75,7 +75,7 @@ def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int
     rec = {k: None for k in records.RESULT_KEYS}
     rec.update(schema=1, trial_id=tid, sweep=cfg.sweep_name, params=params_of(cfg, batch_size),
                overrides=list(overrides or []), objective=cfg.objective, objective_mode=cfg.objective_mode,
-               git_sha=sha, git_dirty=dirty, host=socket.gethostname(),
+               git_sha=sha, git_dirty=dirty, host=socket.gethostname(), slurm_job_id=claims.slurm_job(),
                started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), config=semantic_config(cfg))
     t0 = time.perf_counter()
     run = None

@@ -1,0 +1,56 @@
+# gridtune: the same targets locally and in CI. `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= data/demo
+DEMO_SWEEP ?= demo
+OUT ?= sweeps
+export GRIDTUNE_OUT ?= $(OUT)
+
+.DEFAULT_GOAL := help
+.PHONY: help install data demo test test-fast bench slurm-up slurm-down clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	# the SoundFont renderer for the demo data; --no-deps: its optional pyaudio does not build here
+	$(BIN)/pip install -q --no-deps tinysoundfont==0.3.7
+	touch $@
+
+install: $(BIN)/.installed  ## create .venv and install gridtune with its dependencies (~4 min the first time)
+
+$(DATA)/IRMAS-TrainingData: $(BIN)/.installed
+	$(BIN)/python -m gridtune.demo_data --out $(DATA) --per-class 48 --test-clips 12
+
+data: $(DATA)/IRMAS-TrainingData  ## render the demo dataset (IRMAS layout, SoundFont instruments) into data/demo
+
+demo: data  ## install, demo data, a 4-trial local sweep, the leaderboard and a short final run
+	$(BIN)/python -m gridtune.sweep -m preset=demo sweep_name=$(DEMO_SWEEP) data.root=$(DATA) lr=1e-3,1e-4 dropout=0.3,0.5
+	$(BIN)/python -m gridtune.reduce $(OUT)/$(DEMO_SWEEP)
+	$(BIN)/python -m gridtune.final sweep_dir=$(OUT)/$(DEMO_SWEEP) data.root=$(DATA)
+	@echo "demo done: $(OUT)/$(DEMO_SWEEP)/leaderboard.md, report.html, final/final_report.md"
+
+test: install  ## run every test this machine can run (starts the local SLURM cluster when root)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash scripts/slurm_local.sh up; \
+	 else echo "make test: not root or no apt-get: the SLURM tests will be skipped"; fi
+	$(BIN)/python -m pytest -q
+
+test-fast: install  ## only the fast tests (no slow, slurm or gpu markers)
+	$(BIN)/python -m pytest -q -m "not slow and not slurm and not gpu"
+
+bench: install  ## measure throughput, data path, overheads and the naive baseline; writes bench.json/bench.md
+	$(BIN)/python scripts/bench.py
+
+slurm-up:  ## start the single-node SLURM cluster (root; installs Debian's slurm packages)
+	bash scripts/slurm_local.sh up
+
+slurm-down:  ## stop the cluster this repo's script started
+	bash scripts/slurm_local.sh down
+
+clean:  ## remove sweeps, runs and caches (keeps .venv and data)
+	rm -rf $(OUT) outputs multirun .pytest_cache bench.json bench.md

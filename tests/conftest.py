@@ -1,0 +1,94 @@
+"""Shared fixtures: a small generated dataset, a runner for gridtune commands, and marker policy.
+
+Markers: `slow` (seconds to a minute), `slurm` (needs the local cluster: scripts/slurm_local.sh up),
+`gpu` (needs CUDA). slurm tests are skipped with a reason when no cluster answers, except when
+GRIDTUNE_REQUIRE_SLURM=1 (CI), where a missing cluster is a failure.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _slurm_usable() -> str | None:
+    """None when sinfo answers, else the reason."""
+    if not shutil.which("sinfo"):
+        return "no SLURM client (run: make slurm-up)"
+    try:
+        r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"sinfo failed: {e}"
+    if r.returncode != 0:
+        return f"SLURM not running: {r.stderr.strip().splitlines()[0] if r.stderr.strip() else r.returncode}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    slurm_reason = gpu_reason = None
+    if any("slurm" in i.keywords for i in items):
+        slurm_reason = _slurm_usable()
+    if any("gpu" in i.keywords for i in items):
+        import torch
+        gpu_reason = None if torch.cuda.is_available() else "no CUDA device"
+    for item in items:
+        if "slurm" in item.keywords and slurm_reason:
+            if os.environ.get("GRIDTUNE_REQUIRE_SLURM") == "1":
+                item.add_marker(pytest.mark.usefixtures("_require_slurm"))
+            else:
+                item.add_marker(pytest.mark.skip(reason=f"slurm: {slurm_reason}"))
+        if "gpu" in item.keywords and gpu_reason:
+            item.add_marker(pytest.mark.skip(reason=f"gpu: {gpu_reason}"))
+
+
+@pytest.fixture
+def _require_slurm():
+    pytest.fail(f"GRIDTUNE_REQUIRE_SLURM=1 but the cluster is not usable: {_slurm_usable()}")
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A small IRMAS-layout dataset (66 train clips in 22 recordings, 4 test clips), shared read-only."""
+    from gridtune.demo_data import generate
+    root = tmp_path_factory.mktemp("demo")
+    generate(root, per_class=6, test_clips=4, seed=0)
+    return root
+
+
+@pytest.fixture
+def fresh_data(demo_root, tmp_path) -> Path:
+    """A private copy of the demo data (own cache dir), for tests that count decodes or break files."""
+    dst = tmp_path / "data"
+    shutil.copytree(demo_root, dst, ignore=shutil.ignore_patterns(".gridtune_cache"))
+    return dst
+
+
+def gridtune(*args: str, env: dict | None = None, timeout: float = 600, check: bool = True,
+             module: str = "gridtune.sweep") -> subprocess.CompletedProcess:
+    """Run `python -m <module> args...` from the repo root, capturing output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
+    r = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
+                       capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{module} {' '.join(args)} exited {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+@pytest.fixture
+def run_gridtune():
+    return gridtune
+
+
+def compose(*overrides: str, hydra: bool = False):
+    """The composed trial config for these overrides (no Hydra run, no output dirs);
+    `hydra=True` keeps the hydra node (launcher settings)."""
+    from hydra import compose as hcompose, initialize_config_dir
+    from gridtune.sweep import CONF_DIR
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hcompose("config", overrides=list(overrides), return_hydra_config=hydra)

@@ -1,0 +1,78 @@
+"""The trial engine on CPU: an atomic, complete record; skip when done; divergence recorded;
+a trial killed after an epoch resumes to exactly the metrics of an uninterrupted run."""
+import json
+
+import pytest
+import torch
+
+from conftest import compose
+from gridtune import engine, records
+from gridtune.trial import run_trial
+
+FAST = ("preset=debug", "train.epochs=3")
+
+
+def _cfg(root, *extra):
+    return compose(*FAST, f"data.root={root}", *extra)
+
+
+def test_trial_writes_a_complete_record(demo_root, tmp_path):
+    rec = run_trial(_cfg(demo_root), tmp_path / "t", overrides=["preset=debug"])
+    on_disk = records.read_json(tmp_path / "t" / "result.json")
+    assert on_disk == json.loads(json.dumps(rec, default=str)) or on_disk["trial_id"] == rec["trial_id"]
+    assert set(records.RESULT_KEYS) <= set(on_disk)
+    assert on_disk["status"] == "ok" and on_disk["epochs_run"] == 3 and 1 <= on_disk["best_epoch"] <= 3
+    for key in ("val/acc", "val/loss", "val/bal_acc", "val/macro_f1", "val/ece", "val/confidence", "train/loss"):
+        assert on_disk["metrics"][key] is not None, key
+    assert on_disk["cache_hash"] and on_disk["n_skipped_files"] == 0 and on_disk["train_samples_per_s"] > 0
+    assert on_disk["overrides"] == ["preset=debug"] and on_disk["params"]["lr"] == 1e-3
+    assert len(records.read_history(tmp_path / "t" / "history.jsonl")) == 3
+    best = torch.load(tmp_path / "t" / "best.pt", weights_only=True)
+    assert set(best) == {"model", "features"}
+    assert not (tmp_path / "t" / "claim.json").exists()
+
+
+def test_final_trial_is_skipped(demo_root, tmp_path):
+    cfg = _cfg(demo_root)
+    first = run_trial(cfg, tmp_path / "t")
+    mtime = (tmp_path / "t" / "result.json").stat().st_mtime_ns
+    again = run_trial(cfg, tmp_path / "t")
+    assert again["finished_at"] == first["finished_at"]
+    assert (tmp_path / "t" / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_divergence_is_a_status_not_an_exception(demo_root, tmp_path):
+    rec = run_trial(_cfg(demo_root, "train.diverge_loss=0.5"), tmp_path / "t")
+    assert rec["status"] == "diverged" and rec["diverged_epoch"] == 1 and "diverged" in rec["error"]
+    assert records.read_json(tmp_path / "t" / "result.json")["status"] == "diverged"
+
+
+def test_other_exceptions_are_failed_with_the_last_line(demo_root, tmp_path):
+    rec = run_trial(_cfg(demo_root, "model.kernel_size=4"), tmp_path / "t")
+    assert rec["status"] == "failed" and "kernel_size" in rec["error"] and "\n" not in rec["error"]
+    assert records.read_json(tmp_path / "t" / "result.json")["status"] == "failed"
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing records it."""
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(demo_root, tmp_path, monkeypatch):
+    cfg = _cfg(demo_root, "sched=cosine")
+    whole = run_trial(cfg, tmp_path / "whole")
+    real_save = engine.save_torch
+
+    def save_then_die(path, obj):
+        real_save(path, obj)
+        if path.name == records.CHECKPOINT and obj["epoch"] == 2:
+            raise Killed()
+    monkeypatch.setattr(engine, "save_torch", save_then_die)
+    with pytest.raises(Killed):
+        run_trial(cfg, tmp_path / "cut")
+    assert not (tmp_path / "cut" / "result.json").exists()
+    monkeypatch.setattr(engine, "save_torch", real_save)
+    resumed = run_trial(cfg, tmp_path / "cut")
+    assert resumed["status"] == "ok" and resumed["epochs_run"] == 3
+    assert resumed["metrics"] == whole["metrics"]
+    assert records.read_history(tmp_path / "cut" / "history.jsonl")[-1]["val/loss"] == \
+        records.read_history(tmp_path / "whole" / "history.jsonl")[-1]["val/loss"]
