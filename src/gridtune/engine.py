@@ -178,7 +178,8 @@ class TrialRun:
         best = self.best
         sps = [h["train/samples_per_s"] for h in self.history]
         out = {"metrics": best["metrics"], "best_epoch": best["epoch"], "epochs_run": self.epoch,
-               "stopped_early": self.stopped_early, "train_samples_per_s": float(np.mean(sps)) if sps else None,
+               "stopped_early": self.stopped_early, "stopped_epoch": self.epoch if self.stopped_early else None,
+               "train_samples_per_s": float(np.mean(sps)) if sps else None,
                "cache_hash": self.prepared.entry.key, "skipped_files": self.prepared.skipped,
                "n_skipped_files": len(self.prepared.skipped), "device": str(self.device),
                "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"}
