@@ -1,0 +1,220 @@
+"""Ranking: seed groups, their statistics, the order of configs and whether the winner stands out.
+
+Trials whose params differ only in `seed` form one config group. A group is ranked by the mean of
+the objective over its ok trials (ties: lower mean val/loss), and carries mean, std, n and a 95 %
+t interval for the objective and val/loss. Whether the winner is separable from the runners-up is
+decided here, once, so that the terminal, Markdown, HTML and best.yaml all say the same thing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gridtune.collect import STATES, SweepRecords, Trial
+
+# Two-sided 95 % Student t quantiles t_{0.975, df} for df = 1..30; larger df use an expansion.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+# Objectives where lower is better when the mode is not given explicitly.
+_LOWER_IS_BETTER = ("loss", "ece", "overconfidence", "error", "time")
+# Param order for display; anything else that varies is appended alphabetically.
+PARAM_ORDER = ("dropout", "lr", "l2", "optim", "sched", "lr_conv", "lr_head", "momentum",
+               "weight_decay", "batch_size", "epochs", "model", "augment", "seed")
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        return math.nan
+    if df <= len(_T975):
+        return _T975[df - 1]
+    # Cornish-Fisher expansion of t around the normal quantile: off by < 1e-4 for df > 30, and
+    # spares the reducer scipy's import (over a second on a busy login node).
+    z = 1.959963984540054
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def default_mode(objective: str) -> str:
+    return "min" if any(word in objective for word in _LOWER_IS_BETTER) else "max"
+
+
+@dataclass
+class Stat:
+    """Mean, sample std, n and 95 % interval of one metric over a group's seeds."""
+    n: int
+    mean: float | None
+    std: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    @classmethod
+    def of(cls, values) -> "Stat":
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        n = len(values)
+        if n == 0:
+            return cls(0, None)
+        mean = sum(values) / n
+        if n == 1:
+            return cls(1, mean)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+        half = t975(n - 1) * std / math.sqrt(n)
+        return cls(n, mean, std, mean - half, mean + half)
+
+
+@dataclass
+class Group:
+    key: str
+    params: dict                      # the config without its seed
+    members: list[Trial]              # ok trials, ranked on
+    others: list[Trial] = field(default_factory=list)  # same config, not ok (diverged seed, ...)
+    objective: Stat | None = None
+    loss: Stat | None = None
+    rank: int = 0
+
+    @property
+    def seeds(self) -> list:
+        return sorted({t.params.get("seed") for t in self.members if t.params.get("seed") is not None}, key=str)
+
+    @property
+    def representative(self) -> Trial:
+        """The member with the best objective (whose best.pt one would pick up); build() sorts members."""
+        return self.members[0]
+
+    def mean(self, key: str) -> float | None:
+        return Stat.of(t.metric(key) for t in self.members).mean
+
+    def overrides(self) -> list[str]:
+        """The override list the final run applies: the representative's, minus seed when averaged over seeds."""
+        items = list(self.representative.overrides)
+        if len(self.seeds) > 1:
+            items = [o for o in items if str(o).lstrip("+~").split("=", 1)[0].rsplit(".", 1)[-1] != "seed"]
+        return items
+
+
+@dataclass
+class Leaderboard:
+    records: SweepRecords
+    objective: str
+    mode: str
+    groups: list[Group]               # ranked, best first
+    not_ranked: list[Trial]
+    varying: list[str]                # params (seed included) that take more than one value
+    separable: bool = False
+    separability: str = "n/a"         # separable | not separable | unknown | n/a
+    note: str = ""
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.records.sweep_dir
+
+    @property
+    def counts(self) -> dict:
+        counts = {s: 0 for s in STATES}
+        for t in self.records.trials:
+            counts[t.state] += 1
+        return {s: n for s, n in counts.items() if n}
+
+    @property
+    def winner(self) -> Group | None:
+        return self.groups[0] if self.groups else None
+
+    def skipped_files(self) -> list[tuple[str, str, int]]:
+        """(path, reason, number of trials reporting it), deduplicated across trials."""
+        seen: dict[tuple[str, str], int] = {}
+        for t in self.records.trials:
+            for item in t.get("skipped_files") or []:
+                if isinstance(item, dict):
+                    key = (str(item.get("path")), str(item.get("reason") or ""))
+                    seen[key] = seen.get(key, 0) + 1
+        return [(p, r, n) for (p, r), n in sorted(seen.items())]
+
+
+def _hashable(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def varying_params(trials: list[Trial]) -> list[str]:
+    values: dict[str, set] = {}
+    for t in trials:
+        for k, v in t.params.items():
+            values.setdefault(k, set()).add(_hashable(v))
+    keys = [k for k, vs in values.items() if len(vs) > 1]
+    # per-group LRs that only follow lr (their default) add columns that say nothing new
+    for derived in ("lr_conv", "lr_head"):
+        if derived in keys and all(t.params.get(derived) == t.params.get("lr") for t in trials):
+            keys.remove(derived)
+    return [k for k in PARAM_ORDER if k in keys] + sorted(k for k in keys if k not in PARAM_ORDER)
+
+
+def _group(trials: list[Trial]) -> dict[str, Group]:
+    groups: dict[str, Group] = {}
+    for t in trials:
+        config = {k: v for k, v in t.params.items() if k != "seed"}
+        key = _hashable(config)
+        group = groups.setdefault(key, Group(key=key, params=config, members=[]))
+        (group.members if t.state == "ok" else group.others).append(t)
+    return groups
+
+
+def _overlap(a: Stat, b: Stat) -> bool:
+    # A single-seed runner-up has no interval: it overlaps when its value lies in the winner's.
+    b_lo, b_hi = (b.lo, b.hi) if b.n > 1 else (b.mean, b.mean)
+    return a.lo <= b_hi and b_lo <= a.hi
+
+
+def _separability(board: Leaderboard) -> None:
+    groups = board.groups
+    if len(groups) < 2:
+        board.separable, board.separability = True, "n/a"
+        board.note = "only one config was ranked: there is no runner-up to separate from"
+        return
+    win = groups[0]
+    if win.objective.n < 2:
+        board.separable, board.separability = False, "unknown"
+        board.note = "single seed: run repeats to check separability"
+        return
+    overlapping = [g.rank for g in groups[1:] if _overlap(win.objective, g.objective)]
+    board.separable = not overlapping
+    board.separability = "separable" if board.separable else "not separable"
+    if board.separable:
+        board.note = "winner separable from the runners-up: its 95% interval overlaps no other config's"
+    elif overlapping[0] == 2:
+        more = [r for r in overlapping if r != 2]
+        board.note = "winner not separable from runner-up: 95% intervals overlap" + (
+            f" (also with rank {', '.join(map(str, more))})" if more else "")
+    else:
+        board.note = (f"winner not separable from rank {', '.join(map(str, overlapping))}: "
+                      "95% intervals overlap")
+    if groups[1].objective.n < 2:
+        board.note += "; runner-up has a single seed"
+
+
+def build(records: SweepRecords, objective: str, mode: str) -> Leaderboard:
+    """Group, rank and judge separability. Ok trials without the objective are moved to not-ranked."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
+    for t in records.trials:
+        if t.state == "ok" and t.metric(objective) is None:
+            t.state = "failed"
+            t.reason = f"status ok but metrics[{objective!r}] is missing or not finite"
+    groups = [g for g in _group(records.trials).values() if g.members]
+    sign = -1.0 if mode == "max" else 1.0
+    for g in groups:
+        g.members.sort(key=lambda t: (sign * t.metric(objective), t.metric("val/loss") or math.inf, t.trial_id))
+        g.objective = Stat.of(t.metric(objective) for t in g.members)
+        g.loss = Stat.of(t.metric("val/loss") for t in g.members)
+    # Round before comparing so float noise in means does not break genuine ties.
+    groups.sort(key=lambda g: (round(sign * g.objective.mean, 12),
+                               round(g.loss.mean, 12) if g.loss.mean is not None else math.inf,
+                               g.representative.trial_id))
+    for i, g in enumerate(groups, 1):
+        g.rank = i
+    not_ranked = sorted((t for t in records.trials if t.state != "ok"),
+                        key=lambda t: (STATES.index(t.state), t.trial_id))
+    board = Leaderboard(records=records, objective=objective, mode=mode, groups=groups,
+                        not_ranked=not_ranked, varying=varying_params(records.trials))
+    _separability(board)
+    return board
