@@ -76,3 +76,33 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(demo_root, tmp_path, m
     assert resumed["metrics"] == whole["metrics"]
     assert records.read_history(tmp_path / "cut" / "history.jsonl")[-1]["val/loss"] == \
         records.read_history(tmp_path / "whole" / "history.jsonl")[-1]["val/loss"]
+
+
+def _png_dataset(root):
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["clean", "augmented"]):
+        (root / name).mkdir(parents=True)
+        for i in range(20):
+            img = rng.random((100, 120)) * 0.3
+            img[c * 40:c * 40 + 20] += 0.6                      # a class-specific band
+            Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(root / name / f"{i}_aug{i % 2}.png")
+
+
+def test_mel_png_folders_train(tmp_path):
+    _png_dataset(tmp_path / "mel")
+    cfg = compose("preset=debug", "features=image", f"data.root={tmp_path / 'mel'}", "data.classes=null",
+                  "train.epochs=4", "train.batch_size=8", "data.val_fraction=0.25")
+    rec = run_trial(cfg, tmp_path / "t")
+    assert rec["status"] == "ok" and rec["metrics"]["val/acc"] >= 0.8, rec["metrics"]
+    bad = run_trial(compose("preset=debug", f"data.root={tmp_path / 'mel'}", "data.classes=null"), tmp_path / "u")
+    assert bad["status"] == "failed" and "data.layout=png needs features=image" in bad["error"]
+
+
+def test_plain_class_folders_of_wavs(demo_root, tmp_path):
+    import shutil
+    for cls in ("pia", "voi", "gel"):
+        shutil.copytree(demo_root / "IRMAS-TrainingData" / cls, tmp_path / "wavs" / f"my {cls}")
+    rec = run_trial(compose("preset=debug", f"data.root={tmp_path / 'wavs'}", "data.classes=null"), tmp_path / "t")
+    assert rec["status"] == "ok" and set(rec["per_class_acc"]) == {"my pia", "my voi", "my gel"}

@@ -39,6 +39,7 @@ class Prepared:
 def prepare(cfg) -> Prepared:
     clips, classes, layout = layouts.index_train(cfg.data.root, cfg.data.layout,
                                                  list(cfg.data.classes) if cfg.data.classes else None)
+    layouts.check_features(layout, cfg.features.name)
     params = cache.train_params(cfg.data, layout, cfg.features)
     entry = cache.load_or_build(cfg.data.root, cache.clips_as_items(clips), params,
                                 cfg.data.cache_dir, cfg.data.on_bad_file)

@@ -83,6 +83,13 @@ def index_train(root: str | Path, layout: str = "auto", classes: list[str] | Non
     return clips, names, layout
 
 
+def check_features(layout: str, features_name: str) -> None:
+    """PNG folders hold spectrograms already; audio layouts need a log-mel front end."""
+    if (layout == "png") != (features_name == "image"):
+        want = "features=image" if layout == "png" else "features=logmel224 (or another logmel option)"
+        raise DataError(f"data.layout={layout} needs {want}, not features.name={features_name}")
+
+
 def parse_train_name(name: str) -> dict | None:
     """Fields of an IRMAS training file name, or None when it does not follow the scheme."""
     m = TRAIN_RE.match(name)

@@ -139,16 +139,17 @@ class GridtuneSweeper(Sweeper):
 
     # -- helpers --------------------------------------------------------------------------------
     def _check_data(self, trials) -> List[str]:
-        from gridtune.layouts import DataError, index_train
+        from gridtune.layouts import DataError, check_features, index_train
         problems, checked = [], set()
         for t in trials:
             d = t["cfg"].data
-            key = (str(d.root), str(d.layout), tuple(d.classes or []))
+            key = (str(d.root), str(d.layout), tuple(d.classes or []), str(t["cfg"].features.name))
             if key in checked:
                 continue
             checked.add(key)
             try:
-                index_train(d.root, d.layout, list(d.classes) if d.classes else None)
+                _, _, layout = index_train(d.root, d.layout, list(d.classes) if d.classes else None)
+                check_features(layout, t["cfg"].features.name)
             except (DataError, OSError) as e:
                 problems.append(f"[{' '.join(t['overrides'])}] {e}")
         return problems
