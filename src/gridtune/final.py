@@ -1,0 +1,261 @@
+"""`python -m gridtune.final sweep_dir=DIR [overrides...]`: retrain a sweep's winner and test it once.
+
+Reads `DIR/best.yaml` (written by `python -m gridtune.reduce DIR`), composes the winner's config
+from its overrides plus the command line's (the command line wins), trains it for `final.epochs`
+on `final.train_on` into `final.out_dir` (default `DIR/final/`), checkpointing every epoch like a
+trial so a requeued job resumes, and evaluates on the test data (`gridtune.evaluate`). Writes
+model.pt, final.json, final_report.md, final_config.yaml and provenance.yaml there.
+
+When the final model trains on train+val its "val" curve is in-sample, so the last epoch's weights
+are kept and early stopping is off; the IRMAS threshold then comes from the sweep winner's own
+best.pt (trained on train only) on val. Trained on train only, the best val epoch is kept and
+its own val predictions set the threshold. User errors are one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf, open_dict
+
+from . import claims, records
+from . import config as gconfig
+from .audio import BadAudio
+from .layouts import DataError
+
+USAGE = "usage: python -m gridtune.final sweep_dir=DIR [hydra overrides, e.g. final.epochs=30 data.root=...]"
+MODEL = "model.pt"
+# Keys whose change makes an existing checkpoint in the output directory a different run.
+RUN_KEYS = ("final.epochs", "final.train_on")
+
+
+class FinalError(ValueError):
+    """A problem the user can fix; the message is one line."""
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
+    """(sweep dir, the other overrides); the path may be quoted Hydra-style (slurm/final.sh does)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    sweep_dir, rest = None, []
+    for arg in argv:
+        if arg.startswith("sweep_dir="):
+            try:
+                sweep_dir = str(OverridesParser.create().parse_override(arg).value())
+            except Exception as e:
+                raise FinalError(f"{arg}: cannot parse ({str(e).splitlines()[0]})") from None
+        elif "=" not in arg and sweep_dir is None and not arg.startswith("-"):
+            sweep_dir = arg                  # a bare path is accepted too
+        else:
+            rest.append(arg)
+    if not sweep_dir:
+        raise FinalError(f"missing sweep_dir=DIR ({USAGE})")
+    return Path(sweep_dir).resolve(), rest
+
+
+def read_best(sweep_dir: Path) -> dict:
+    import yaml
+    path = sweep_dir / "best.yaml"
+    hint = f"run `python -m gridtune.reduce {sweep_dir}` first"
+    try:
+        best = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FinalError(f"{path}: not found; {hint}") from None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise FinalError(f"{path}: unreadable ({type(e).__name__}); {hint}") from None
+    if not isinstance(best, dict) or not best.get("trial_id") or not isinstance(best.get("overrides"), list):
+        raise FinalError(f"{path}: no trial_id/overrides in it; {hint}")
+    return best
+
+
+def single_run_overrides(overrides: list[str]) -> list[str]:
+    """A trial's overrides minus what only a multirun means: hydra settings and the job's chunk."""
+    keep = []
+    for o in map(str, overrides):
+        k = _key(o)
+        if k.startswith(("hydra.", "hydra/")) or k in ("hydra", "launcher.chunk") or o.startswith("-"):
+            continue
+        keep.append(o)
+    return keep
+
+
+def compose(best_overrides: list[str], user: list[str]):
+    """The winner's config with the user's overrides on top (a user key replaces the winner's)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from .sweep import CONF_DIR
+    user_keys = {_key(o) for o in user}
+    overrides = [o for o in single_run_overrides(best_overrides) if _key(o) not in user_keys] + user
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = hydra_compose("config", overrides=overrides)
+    except Exception as e:       # Hydra's composition errors: unknown key, missing group option
+        raise FinalError(f"cannot compose [{' '.join(overrides)}]: {str(e).splitlines()[0]}") from None
+    problems = gconfig.validate(cfg)
+    f = cfg.final
+    for key, ok, why in (("train_on", f.train_on in ("train", "train+val"), "must be train|train+val"),
+                         ("epochs", isinstance(f.epochs, int) and f.epochs >= 1, "must be an integer >= 1"),
+                         ("window_hop", isinstance(f.window_hop, (int, float)) and 0 < f.window_hop <= 1,
+                          "must be in (0, 1], a fraction of a window")):
+        if not ok:
+            problems.append(f"final.{key}={f[key]!r}: {why}")
+    if problems:
+        raise FinalError(f"invalid config: {problems[0]}")
+    return cfg, overrides
+
+
+def _check_resumable(out: Path, cfg) -> None:
+    """Refuse to resume a checkpoint that belongs to another config (it would mix two runs)."""
+    old_path = out / "final_config.yaml"
+    if not (out / records.CHECKPOINT).exists() or not old_path.exists():
+        return
+    old = OmegaConf.load(old_path)
+    pairs = [("trial", gconfig.trial_id(old), gconfig.trial_id(cfg))]
+    pairs += [(k, OmegaConf.select(old, k), OmegaConf.select(cfg, k)) for k in RUN_KEYS]
+    for key, was, now in pairs:
+        if was != now:
+            raise FinalError(f"{out}: holds a checkpoint of another final run ({key} was {was}, now {now}); "
+                             "delete it or set final.out_dir=...")
+
+
+def run_final(sweep_dir: Path, user: list[str]) -> dict:
+    from . import evaluate, tracking
+    from .engine import TrialRun
+    from .trial import load_torch, save_torch
+    t0 = time.perf_counter()
+    best = read_best(sweep_dir)
+    cfg, applied = compose(best["overrides"], user)
+    config_id = gconfig.trial_id(cfg)      # before the final run's own changes below
+    if cfg.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise FinalError("device=cuda: no CUDA device is visible")
+    out = Path(cfg.final.get("out_dir") or sweep_dir / "final").resolve()
+    train_on = str(cfg.final.train_on)
+    if train_on == "train+val":        # the val curve is in-sample: nothing to stop early on
+        with open_dict(cfg):
+            cfg.train.early_stop.patience = 0
+    _check_resumable(out, cfg)
+    held = claims.acquire(out)
+    if held is not None:
+        raise FinalError(f"{out}: a final run holds it ({held.get('host')}:{held.get('pid')}); "
+                         "wait for it or set final.out_dir=...")
+    try:
+        records.atomic_write_text(out / "final_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        records.atomic_write_text(out / "provenance.yaml", OmegaConf.to_yaml(OmegaConf.create(
+            {"best_yaml": str(sweep_dir / "best.yaml"), "best": best, "user_overrides": user,
+             "applied_overrides": applied})))
+        with tracking.open_tracker(cfg.get("tracking"), run_dir=out, name=f"final-{best['trial_id']}",
+                                   group=str(cfg.sweep_name), job_type="final",
+                                   config={**gconfig.semantic_config(cfg), "winner": best["trial_id"],
+                                           "final": OmegaConf.to_container(cfg.final, resolve=True)}) as tracker:
+            run = TrialRun(cfg, out, batch_size=int(cfg.train.batch_size), tracker=tracker,
+                           train_parts=("train", "val") if train_on == "train+val" else ("train",),
+                           val_part="val", epochs=int(cfg.final.epochs))
+            mode, clips = evaluate.resolve_mode(cfg, run.classes)    # before training: fail early
+            run.fit()
+            summary = run.summary()
+            if train_on == "train":
+                run.model.load_state_dict(load_torch(out / records.BEST, run.device)["model"])
+                weights = f"best epoch {summary['best_epoch']} by {cfg.objective} on val"
+            else:
+                weights = f"last epoch ({run.epoch}): val is in-sample when training on train+val"
+                (out / records.BEST).unlink(missing_ok=True)   # its "best" epoch is an in-sample pick
+            save_torch(out / MODEL, {"model": run.model.state_dict(), "features": run.features.state_dict()})
+            threshold = source = val_f1 = None
+            test = {"mode": "none"}
+            if mode == "irmas_test":
+                threshold, source, val_f1 = evaluate.threshold_for(
+                    run, sweep_dir / str(best["trial_id"]) / records.BEST, run.model)
+                if config_id != best["trial_id"] and train_on == "train+val":
+                    source += " (the command line changed the winner's config: its val may differ)"
+                fn = evaluate.model_prob_fn(run.model, run.features, run.device, run.amp_dtype, run.channels_last)
+                test = evaluate.irmas_test(cfg, clips, run.classes, fn, threshold)
+            elif mode == "split":
+                test = evaluate.split_test(run, run.model)
+            tracker.summary({**{f"test/{k}": v for k, v in test.items() if isinstance(v, float)},
+                             "test/threshold": threshold})
+            if isinstance(test.get("per_class_f1"), dict):
+                tracker.log_table("test/per_class_f1", ["class", "f1"], [list(kv) for kv in test["per_class_f1"].items()])
+    finally:
+        claims.release(out)
+    sha, dirty = records.git_info()
+    last = {k: v for k, v in run.history[-1].items() if k != "lr"} if run.history else None
+    rec = {"schema": 1, "trial_id": best["trial_id"], "config_trial_id": config_id,
+           "sweep": str(cfg.sweep_name), "sweep_dir": str(sweep_dir), "objective": cfg.objective,
+           "winner_value": best.get("value"), "overrides": applied, "user_overrides": user,
+           "train_on": train_on, "epochs": int(cfg.final.epochs), "epochs_run": run.epoch, "weights": weights,
+           "n_train_clips": int(len(run.train_idx)), "n_val_clips": int(len(run.val_idx)),
+           "history": {"last": last, "best_epoch": summary["best_epoch"], "best": summary["metrics"],
+                       "val_in_sample": train_on == "train+val"},
+           "test": test, "threshold": threshold, "threshold_source": source, "val_micro_f1_at_threshold": val_f1,
+           "n_test_clips": test.get("n_clips"), "n_test_windows": test.get("n_windows"),
+           "classes": list(run.classes), "model_path": str(out / MODEL), "out_dir": str(out),
+           "wall_time_s": time.perf_counter() - t0, "git_sha": sha, "git_dirty": dirty,
+           "device": summary["device"], "amp": summary["amp"],
+           "skipped_files": {"train": summary["skipped_files"], "test": test.pop("skipped_files", [])},
+           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    records.write_json(out / "final.json", rec)
+    records.atomic_write_text(out / "final_report.md", report(rec))
+    return rec
+
+
+def figure_lines(rec: dict) -> list[str]:
+    """The test figures, one line each (what the command prints at the end)."""
+    t, names = rec["test"], ("micro_f1", "macro_f1", "acc", "bal_acc")
+    lines = [f"test {k} = {t[k]:.4f} ({t['n_clips']} clips)" for k in names if t.get(k) is not None]
+    if rec["threshold"] is not None:
+        lines.append(f"threshold = {rec['threshold']:.2f} ({rec['threshold_source']})")
+    return (lines or ["no test evaluation (final.test=none or no test data)"]) + [f"model: {rec['model_path']}"]
+
+
+def report(rec: dict) -> str:
+    t = rec["test"]
+    what = {"irmas_test": f"IRMAS test clips, {t.get('n_windows')} windows of {t.get('window_s')} s "
+                          f"every {t.get('hop_s')} s, probabilities averaged per clip",
+            "split": "the held-out test split (data.test_fraction)", "none": "none"}[t["mode"]]
+    lines = [f"# Final model of sweep `{rec['sweep']}`", "",
+             f"- Winner: trial `{rec['trial_id']}` ({rec['objective']} = {rec['winner_value']}), "
+             f"overrides applied `{' '.join(rec['overrides'])}`",
+             f"- Trained on **{rec['train_on']}** ({rec['n_train_clips']} clips) for {rec['epochs_run']} of "
+             f"{rec['epochs']} epochs on {rec['device']}; kept weights: {rec['weights']}",
+             f"- Test data: {what}"]
+    lines += [f"- {line}" for line in figure_lines(rec)]
+    n_skipped = len(rec["skipped_files"]["train"]) + len(rec["skipped_files"]["test"])
+    lines += [f"- Skipped files: {n_skipped} (listed in final.json)",
+              f"- Wall time {rec['wall_time_s']:.0f} s, git {rec['git_sha']}{' (dirty)' if rec['git_dirty'] else ''}"]
+    if rec["config_trial_id"] != rec["trial_id"]:
+        lines.append(f"- Note: the command line changed the winner's config (trial id {rec['config_trial_id']})")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    try:
+        rec = run_final(*parse_args(argv))
+    except (FinalError, gconfig.ConfigError, DataError, BadAudio) as e:
+        print(f"gridtune.final: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:      # model, optimizer and data checks name the key in one line
+        print(f"gridtune.final: error: {(str(e) or type(e).__name__).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        from .loop import Diverged
+        if not isinstance(e, Diverged):
+            raise
+        print(f"gridtune.final: training {e}; lower lr or check the data", file=sys.stderr)
+        return 1
+    for line in figure_lines(rec):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
