@@ -125,8 +125,11 @@ def load_torch(path: Path, device="cpu"):
 
 
 def set_threads(cfg) -> None:
+    """Torch threads: train.threads, else SLURM's CPUs for the task, else the CPUs this process may use
+    (not the machine's core count, which oversubscribes a shared node)."""
     import torch
-    n = cfg.train.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = cfg.train.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or usable or 1
     torch.set_num_threads(int(n))
 
 
