@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+_SLURM_MISSING = pytest.StashKey[str]()
 
 
 def _slurm_usable() -> str | None:
@@ -40,16 +41,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slurm" in item.keywords and slurm_reason:
             if os.environ.get("GRIDTUNE_REQUIRE_SLURM") == "1":
-                item.add_marker(pytest.mark.usefixtures("_require_slurm"))
+                # a usefixtures mark added after collection is ignored: fail in runtest_setup instead
+                item.stash[_SLURM_MISSING] = slurm_reason
             else:
                 item.add_marker(pytest.mark.skip(reason=f"slurm: {slurm_reason}"))
         if "gpu" in item.keywords and gpu_reason:
             item.add_marker(pytest.mark.skip(reason=f"gpu: {gpu_reason}"))
 
 
-@pytest.fixture
-def _require_slurm():
-    pytest.fail(f"GRIDTUNE_REQUIRE_SLURM=1 but the cluster is not usable: {_slurm_usable()}")
+def pytest_runtest_setup(item):
+    # before any fixture, so module-scoped fixtures do not start sweeps on a missing cluster
+    reason = item.stash.get(_SLURM_MISSING, None)
+    if reason:
+        pytest.fail(f"GRIDTUNE_REQUIRE_SLURM=1 but the cluster is not usable: {reason}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
