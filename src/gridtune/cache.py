@@ -65,7 +65,8 @@ def _build(root: Path, items: list[tuple[str, object, str]], params: dict, dest:
            on_bad_file: str) -> None:
     """Decode every file into a temp dir next to `dest`, then rename it into place."""
     tmp = dest.with_name(f".{dest.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in dest.parent.glob(f".{dest.name}.tmp-*"):   # left by killed builders; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir(parents=True)
     threads = min(8, os.cpu_count() or 1)   # libsndfile and resample_poly release the GIL
     with ThreadPoolExecutor(threads) as pool:
@@ -106,6 +107,14 @@ def _open(dest: Path, key: str, built: bool) -> CacheEntry:
     return CacheEntry(key, dest, waves, offsets, meta, built)
 
 
+def _strict(entry: CacheEntry, root: Path, on_bad_file: str) -> CacheEntry:
+    """An entry built with on_bad_file=skip must not serve a caller that asked for 'error'."""
+    if on_bad_file == "error" and entry.meta["skipped"]:
+        bad = entry.meta["skipped"][0]
+        raise audio.BadAudio(f"{root / bad['path']}: {bad['reason']}")
+    return entry
+
+
 def load_or_build(root: str | Path, items: list[tuple[str, object, str]], params: dict,
                   cache_dir: str | Path, on_bad_file: str = "skip") -> CacheEntry:
     """Open the cache entry for these files and parameters, building it under a lock if needed.
@@ -117,11 +126,11 @@ def load_or_build(root: str | Path, items: list[tuple[str, object, str]], params
     key = cache_key(root, [i[0] for i in items], params)
     dest = cache_dir / key
     if (dest / "meta.json").exists():
-        return _open(dest, key, built=False)
+        return _strict(_open(dest, key, built=False), root, on_bad_file)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_dir / f"{key}.lock")):
         if (dest / "meta.json").exists():      # someone else built it while we waited
-            return _open(dest, key, built=False)
+            return _strict(_open(dest, key, built=False), root, on_bad_file)
         _build(root, items, params, dest, on_bad_file)
     return _open(dest, key, built=True)
 

@@ -104,6 +104,7 @@ def validate(cfg: DictConfig) -> list[str]:
     check("train.batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     check("train.eval_batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     check("train.amp", lambda v: v in ("auto", "bf16", "fp16", "off"), "must be auto|bf16|fp16|off")
+    check("train.diverge_factor", positive, "must be a number > 0")
     check("train.early_stop.patience", lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0")
     check("optim.name", lambda v: v in OPTIMIZERS, f"unknown optimizer (one of {', '.join(OPTIMIZERS)})")
     check("sched.name", lambda v: v in SCHEDULES, f"unknown schedule (one of {', '.join(SCHEDULES)})")
@@ -139,6 +140,10 @@ def _check_slurm(cfg: DictConfig) -> list[str]:
         if SHELL_META.search(str(key)) or SHELL_META.search(str(value)):
             problems.append(f"hydra.launcher.additional_parameters.{key}={value!r}: "
                             "shell metacharacters or newlines are not allowed")
+    folder = OmegaConf.select(cfg, "hydra.launcher.submitit_folder", default=None,
+                              throw_on_resolution_failure=False)
+    if isinstance(folder, str) and ("\n" in folder or "\r" in folder):   # it becomes #SBATCH --output=...
+        problems.append(f"hydra.launcher.submitit_folder={folder!r}: newlines are not allowed")
     for line in launcher.get("setup") or []:
         if "\n" in str(line) or "\r" in str(line):
             problems.append(f"hydra.launcher.setup={line!r}: newlines are not allowed (use one list item per line)")

@@ -7,6 +7,7 @@ metrics as an uninterrupted one. The best epoch's weights go to `best.pt` (weigh
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -149,6 +150,7 @@ class TrialRun:
                              generator=self.gen, amp_dtype=self.amp_dtype, l2=float(cfg.l2),
                              class_weights=self.class_weights, grad_clip=float(cfg.train.grad_clip),
                              diverge_loss=float(cfg.train.diverge_loss), channels_last=self.channels_last,
+                             diverge_mean=float(cfg.train.diverge_factor) * math.log(len(self.classes)),
                              heartbeat=lambda: __import__("gridtune.claims").claims.heartbeat(self.out))
             val, extra = self.evaluate(self.val_idx)
             value = {**tr, **val}[cfg.objective]

@@ -42,7 +42,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 def train_epoch(epoch: int, model, features, augment, data, indices, optimizer, scheduler, scaler,
                 *, batch_size: int, generator, amp_dtype, l2: float, class_weights, grad_clip: float,
-                diverge_loss: float, channels_last: bool, heartbeat=None) -> dict:
+                diverge_loss: float, channels_last: bool, heartbeat=None, diverge_mean: float = float("inf")) -> dict:
+    """One epoch. Raises Diverged when a batch loss is NaN/inf or above `diverge_loss`, or when the
+    epoch's mean loss is above `diverge_mean` (a model worse than chance by that much is not learning)."""
     model.train()
     augment.train()
     device = data.device
@@ -84,8 +86,8 @@ def train_epoch(epoch: int, model, features, augment, data, indices, optimizer, 
     if n == 0:
         raise ValueError(f"train.batch_size={batch_size}: larger than the training split ({len(indices)} clips)")
     mean = loss_sum.item() / n
-    if not np.isfinite(mean) or mean > diverge_loss:
-        raise Diverged(epoch, f"mean train loss {mean:.4g}")
+    if not np.isfinite(mean) or mean > min(diverge_loss, diverge_mean):
+        raise Diverged(epoch, f"mean train loss {mean:.4g} (limit {min(diverge_loss, diverge_mean):.3g})")
     seconds = time.perf_counter() - t0
     return {"train/loss": mean, "train/acc": correct.item() / n, "train/samples_per_s": n / seconds,
             "train/seconds": seconds}

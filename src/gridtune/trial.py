@@ -56,6 +56,12 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
         print(f"[gridtune] {tid}: claimed by {held.get('host')}:{held.get('pid')}, not run here", flush=True)
         return {"trial_id": tid, "status": "claimed", "claim": held}
     try:
+        done = final_record(out, tid)       # another driver may have finished it between the look and the claim
+        if done is not None:
+            print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
+            return done
+        for tmp in out.glob(".*.tmp"):      # temp files of a writer killed before its rename
+            tmp.unlink(missing_ok=True)
         batch_size = int(cfg.train.batch_size)
         rec = _attempt(cfg, out, tid, overrides, job_type, batch_size)
         if rec["status"] == "oom" and cfg.train.oom_retry and batch_size > 1:
@@ -107,7 +113,7 @@ def _classify(e: BaseException) -> dict:
     name = type(e).__name__
     if name == "OutOfMemoryError" or "CUDA out of memory" in str(e):
         return {"status": "oom", "error": str(e).splitlines()[0][:300]}
-    last = traceback.format_exception_only(type(e), e)[-1].strip()
+    last = " ".join(traceback.format_exception_only(type(e), e)[-1].split())   # a multi-line message, on one line
     return {"status": "failed", "error": last[:500]}
 
 

@@ -77,6 +77,10 @@ class GridtuneSweeper(Sweeper):
                 problems.append(f"[{' '.join(overrides)}] {str(e).splitlines()[0]}")
                 continue
             bad = gconfig.validate(cfg)
+            try:                                    # where Hydra will write this trial: inside the sweep dir
+                gconfig.check_inside(sweep_dir / str(cfg.hydra.sweep.subdir), sweep_dir, "hydra.sweep.subdir")
+            except gconfig.ConfigError as e:
+                bad.append(str(e))
             problems += [f"[{' '.join(overrides)}] {p}" for p in bad]
             if bad:
                 continue
@@ -134,7 +138,10 @@ class GridtuneSweeper(Sweeper):
         except Exception as e:   # a job that died without a result (killed, node lost): records tell the rest
             print(f"gridtune: launcher: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
             returns = []
+        raised = self._raised(returns)
         self._summary(sweep_dir, trials, records)
+        if raised:   # not a trial's recorded failure: the job itself broke, so say so and exit non-zero
+            sys.exit(1)
         return returns
 
     # -- helpers --------------------------------------------------------------------------------
@@ -162,8 +169,13 @@ class GridtuneSweeper(Sweeper):
     @staticmethod
     def _prepare(cfg) -> None:
         from gridtune import data
+        from gridtune.audio import BadAudio
         t0 = time.perf_counter()
-        p = data.prepare(cfg)
+        try:
+            p = data.prepare(cfg)
+        except BadAudio as e:   # data.on_bad_file=error met a file it cannot use: one line, no trial runs
+            print(f"gridtune: {e} (data.on_bad_file=error); nothing was launched", file=sys.stderr)
+            sys.exit(2)
         state = "built" if p.entry.built else "found"
         print(f"gridtune: audio cache {state}: {len(p.labels)} clips, {len(p.skipped)} skipped, "
               f"{p.entry.path} ({time.perf_counter() - t0:.1f}s)", flush=True)
@@ -180,6 +192,18 @@ class GridtuneSweeper(Sweeper):
         cfg0 = trials[0]["cfg"]
         records.write_json(path, {"sweep": cfg0.sweep_name, "objective": cfg0.objective,
                                   "objective_mode": cfg0.objective_mode, "trials": list(known.values())})
+
+    @staticmethod
+    def _raised(returns) -> int:
+        from hydra.core.utils import JobStatus
+        n = 0
+        for r in returns or []:
+            if getattr(r, "status", None) == JobStatus.FAILED:
+                n += 1
+                err = r._return_value
+                print(f"gridtune: job [{' '.join(r.overrides or [])}] raised {type(err).__name__}: "
+                      f"{' '.join(str(err).split())[:300]}", file=sys.stderr)
+        return n
 
     @staticmethod
     def _summary(sweep_dir: Path, trials, records) -> None:
