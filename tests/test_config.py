@@ -79,3 +79,17 @@ def test_cli_lists_combine_with_grid_files(run_gridtune, tmp_path, demo_root):
     plan = [line for line in r.stdout.splitlines() if line.startswith("  ")]
     assert "6 trials" in r.stdout and len(plan) == 6
     assert all(" lr=0.001 " in line for line in plan), plan
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (("model.kernel_size=4",), "model.kernel_size=4"),
+    (("optim=sgd", "optim.momentum=0"), "nesterov"),
+    (("optim=adam", "+optim.momentum=0.9"), "momentum"),
+    (("sched=step", "sched.gamma=2"), "gamma"),
+])
+def test_builder_errors_are_found_before_launch(overrides, needle):
+    cfg = compose(*overrides)
+    assert gconfig.validate(cfg) == []                    # the plain value checks pass...
+    problems = gconfig.check_builds(cfg)                  # ...building the parts (on the meta device) does not
+    assert len(problems) == 1 and needle in problems[0] and "\n" not in problems[0], problems
+    assert gconfig.check_builds(compose()) == []

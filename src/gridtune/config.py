@@ -125,6 +125,42 @@ def validate(cfg: DictConfig) -> list[str]:
     return problems
 
 
+_BUILT: dict[str, str | None] = {}
+
+
+def check_builds(cfg: DictConfig) -> list[str]:
+    """Build the front end, model, optimizer, schedule and augmentation once (on the meta device, so
+    nothing is allocated): the builders' own checks (kernel size, nesterov without momentum, unknown
+    knobs...) then reject a grid before launch instead of failing inside its trials. Memoized per
+    distinct config of those parts; imports torch lazily."""
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("features", "model", "optim", "sched", "augment")}
+    parts["shape"] = [cfg.data.sample_rate, cfg.data.clip_seconds, len(cfg.data.classes or [0, 1]),
+                      cfg.train.epochs, cfg.objective_mode]
+    key = json.dumps(parts, sort_keys=True, default=str)
+    if key not in _BUILT:
+        _BUILT[key] = _try_build(cfg)
+    return [] if _BUILT[key] is None else [_BUILT[key]]
+
+
+def _try_build(cfg: DictConfig) -> str | None:
+    import torch
+    from .frontend import Features, build_augment, input_shape
+    from .model import build_model
+    from .optim import build_optimizer, build_scheduler
+    try:
+        n_samples = int(round(cfg.data.sample_rate * cfg.data.clip_seconds))
+        Features(cfg.features, int(cfg.data.sample_rate))
+        build_augment(cfg.augment)
+        with torch.device("meta"):
+            model = build_model(cfg.model, len(cfg.data.classes or [0, 1]), input_shape(cfg.features, n_samples))
+        optimizer = build_optimizer(model, cfg.optim)
+        build_scheduler(optimizer, cfg.sched, epochs=int(cfg.train.epochs), steps_per_epoch=10,
+                        objective_mode=str(cfg.objective_mode))
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:
+        return " ".join(str(e).split())
+    return None
+
+
 def _check_slurm(cfg: DictConfig) -> list[str]:
     """SLURM string fields must not carry shell metacharacters or newlines into the sbatch script."""
     launcher = OmegaConf.select(cfg, "hydra.launcher", throw_on_missing=False)

@@ -32,7 +32,7 @@ def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float | No
 def task(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    problems = gconfig.validate(cfg)
+    problems = gconfig.validate(cfg) or gconfig.check_builds(cfg)
     if problems:
         raise gconfig.ConfigError(f"invalid config [{' '.join(hc.overrides.task)}]: {problems[0]}")
     if hc.mode.name == "MULTIRUN":

@@ -310,14 +310,16 @@ def test_sweep_driver_as_a_batch_job(demo_root, tmp_path):
         + latencies(tmp_path / "smoke", trials))
 
 
-def test_failed_trial_is_failed_though_slurm_says_completed(demo_root, tmp_path):
-    """kernel_size=4 passes the sweep's validation but the model refuses it: the trial records
-    `failed`, the job exits 0. It also asks for a (fake) GPU per job, to show those schedule."""
+def test_failed_trial_is_failed_though_slurm_says_completed(fresh_data, tmp_path):
+    """A corrupt file only shows when the audio is decoded, inside the jobs (the driver's cache
+    preparation is off): the trial with data.on_bad_file=error records `failed`, its job exits 0.
+    It also asks for a (fake) GPU per job, to show those schedule."""
+    (fresh_data / "IRMAS-TrainingData" / "cel" / "[cel][cla]0999__1.wav").write_text("not audio")
     name = job_name("failing")
     launcher = [a for a in LAUNCHER if "gpus_per_node" not in a] + ["hydra.launcher.gpus_per_node=1"]
-    r = gridtune("-m", "preset=debug", "train.epochs=2", "model.kernel_size=3,4", "sweep_name=failing",
-                 *launcher, f"hydra.launcher.name={name}", f"out_root={tmp_path}", f"data.root={demo_root}",
-                 timeout=300)
+    r = gridtune("-m", "preset=debug", "train.epochs=2", "data.on_bad_file=skip,error", "sweep_name=failing",
+                 "hydra.sweeper.prepare_cache=false", *launcher, f"hydra.launcher.name={name}",
+                 f"out_root={tmp_path}", f"data.root={fresh_data}", timeout=300)
     assert "2 trials: 1 failed, 1 ok" in r.stdout
     rows = wait_sacct("--name", name, fields="JobID,State,AllocTRES", n=2)
     assert [row[1] for row in rows] == ["COMPLETED"] * 2
@@ -327,7 +329,7 @@ def test_failed_trial_is_failed_though_slurm_says_completed(demo_root, tmp_path)
     st = gridtune(str(sweep), module="gridtune.status", check=False, timeout=60)
     assert st.returncode == 1, st.stdout + st.stderr
     line = next(ln for ln in st.stdout.splitlines() if ln.strip().startswith(bad))
-    assert re.search(rf"{bad}\s+failed\s+ValueError: model.kernel_size=4", line), st.stdout
+    assert re.search(rf"{bad}\s+failed\s+\S*BadAudio: .*0999__1\.wav: not readable as audio", line), st.stdout
     assert re.search(r"\[SLURM \S+ COMPLETED 0:0, but the trial record says failed\]", line), st.stdout
     job = records.read_json(sweep / bad / records.RESULT)["slurm_job_id"]
     assert re.search(rf"^\s+{re.escape(job)}\s+{name}\s+COMPLETED\s.*\b{bad}$", st.stdout, re.M), st.stdout

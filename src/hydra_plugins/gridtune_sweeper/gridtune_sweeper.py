@@ -77,6 +77,7 @@ class GridtuneSweeper(Sweeper):
                 problems.append(f"[{' '.join(overrides)}] {str(e).splitlines()[0]}")
                 continue
             bad = gconfig.validate(cfg)
+            bad = bad or gconfig.check_builds(cfg)
             try:                                    # where Hydra will write this trial: inside the sweep dir
                 gconfig.check_inside(sweep_dir / str(cfg.hydra.sweep.subdir), sweep_dir, "hydra.sweep.subdir")
             except gconfig.ConfigError as e:
@@ -181,17 +182,13 @@ class GridtuneSweeper(Sweeper):
               f"{p.entry.path} ({time.perf_counter() - t0:.1f}s)", flush=True)
 
     def _write_manifest(self, sweep_dir: Path, trials, params_of, records) -> None:
-        path = sweep_dir / records.MANIFEST
-        try:
-            old = records.read_json(path)
-        except (FileNotFoundError, records.TornRecord):
-            old = {}
-        known = {t["trial_id"]: t for t in old.get("trials", [])}
-        for t in trials:
-            known[t["trial_id"]] = {"trial_id": t["trial_id"], "overrides": t["overrides"], "params": params_of(t["cfg"])}
+        """The current grid's trials. Finished trials of earlier grids in this directory still show in
+        the reducer and status (they read the trial dirs), but they are no longer expected."""
         cfg0 = trials[0]["cfg"]
-        records.write_json(path, {"sweep": cfg0.sweep_name, "objective": cfg0.objective,
-                                  "objective_mode": cfg0.objective_mode, "trials": list(known.values())})
+        records.write_json(sweep_dir / records.MANIFEST, {
+            "sweep": cfg0.sweep_name, "objective": cfg0.objective, "objective_mode": cfg0.objective_mode,
+            "trials": [{"trial_id": t["trial_id"], "overrides": t["overrides"], "params": params_of(t["cfg"])}
+                       for t in trials]})
 
     @staticmethod
     def _raised(returns) -> int:
