@@ -82,6 +82,17 @@ def test_naive_loader_feeds_train_epoch(demo):
     assert secs > 0
 
 
+def test_auto_flags_are_read_from_trial_runs(demo, tmp_path):
+    flags = bench_data.auto_flags(demo, [*DEBUG, "train.amp=off", "train.channels_last=false"], torch.device("cpu"),
+                                  tmp_path, 4)
+    assert flags == {"amp": "off", "channels_last": False, "cudnn_benchmark": False, "compile_k1": False,
+                     "compile_k3": False}
+
+
+def test_paired_ratio_is_the_median_of_round_ratios():
+    assert bench_data.paired([2.0, 4.0, 30.0], [1.0, 1.0, 10.0]) == pytest.approx(3.0)
+
+
 def test_run_child_reports_a_failing_child():
     records, stopped = bench_steps.run_child("no-such-mode", {}, timeout=60)
     assert records == [] and stopped.startswith("exit 1")
