@@ -44,3 +44,13 @@ def test_specaugment_trains_only_iid_masks_and_seeded():
     assert len(set(per_example)) > 1                     # masks differ between examples
     torch.manual_seed(0)
     assert torch.equal(aug(x), a)                        # same seed, same masks
+
+
+def test_a_clips_features_do_not_depend_on_its_batch():
+    # the dB floor (top_db) is relative to each clip's own peak, not the loudest clip of the batch
+    cfg = compose("features=logmel64")
+    f = frontend.Features(cfg.features, 16000)
+    quiet, loud = torch.randn(1, 48000) * 1e-3, torch.randn(1, 48000)
+    alone = f(quiet)
+    together = f(torch.cat([quiet, loud]))[:1]
+    assert torch.allclose(alone, together, atol=1e-5)

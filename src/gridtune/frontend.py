@@ -32,7 +32,9 @@ class Features(nn.Module):
         if self.kind == "image":
             return x.unsqueeze(1)                            # (B, 1, H, W)
         with torch.autocast(x.device.type, enabled=False):   # STFT and log in float32
-            return self.to_db(self.mel(x.float())).unsqueeze(1)   # (B, 1, n_mels, frames)
+            # AmplitudeToDB takes its top_db floor over the last three dims: with the channel dim
+            # added first that is each clip's own peak, not the loudest clip of the batch
+            return self.to_db(self.mel(x.float()).unsqueeze(1))   # (B, 1, n_mels, frames)
 
     @torch.no_grad()
     def fit(self, batches) -> None:
