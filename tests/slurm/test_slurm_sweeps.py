@@ -236,7 +236,8 @@ def test_rerun_submits_nothing(smoke):
 
 
 def test_requeue_resumes_mid_training(demo_root, tmp_path):
-    epochs = 12      # ~1.5 s an epoch; a requeued job keeps running ~7 s (KillWait + srun's grace)
+    epochs = 60      # ~0.4-1.5 s an epoch; a requeued job keeps running ~7 s (KillWait + srun grace),
+                     # so the trial must last well beyond that or it finishes before the kill
     common = ("-m", "preset=demo", f"train.epochs={epochs}", "sweep_name=requeue", f"data.root={demo_root}")
     name = job_name("requeue")
     ref_log, drv_log = tmp_path / "local.log", tmp_path / "driver.log"
