@@ -97,8 +97,6 @@ def environment(device) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     t_start = time.perf_counter()
-    import torch
-
     from bench_report import flag_effects, markdown
     from bench_steps import compose, half_dtype
 

@@ -1,7 +1,8 @@
 """Benchmark of the data paths: the trial's real path against synthetic tensors and a naive DataLoader.
 
-All three feed the same `train_epoch` with the same number of samples per round, and rounds
-alternate between them so that a slow moment of the machine hits each path alike:
+All three feed the same `train_epoch` with the same number of samples per round; rounds alternate
+between them, and the order rotates from round to round, so that a slow moment of the machine, or
+the wake of the one before (the naive loader's exiting worker), hits each path alike:
 
   real       a TrialRun's parts: cache -> DeviceData on the device -> log-mel -> SpecAugment -> step
   synthetic  the same model and flags on a (B, 1, n_mels, frames) tensor already on the device
@@ -112,25 +113,27 @@ def section_data(data_root: Path, overrides, device, sizes: dict, log) -> dict:
     ident = torch.nn.Identity()
     # what TrialRun.fit feeds train_epoch (precomputed log-mel where the engine keeps it, else waves)
     feed_data, feed_features = getattr(run, "train_data", run.data), getattr(run, "train_features", run.features)
+    augment = run.augment
     paths = {
-        "real": lambda ix: timed_epoch(real_parts, feed_data, feed_features, run.augment, ix, batch, cfg),
+        "real": lambda ix: timed_epoch(real_parts, feed_data, feed_features, augment, ix, batch, cfg),
         "synthetic": lambda ix: timed_epoch(real_parts, synth, ident, ident, ix, batch, cfg),
         "naive": lambda ix: timed_epoch(naive_parts, naive, ident, ident, ix, batch, cfg),
     }
     for fn in paths.values():                          # warm-up: one step each
         fn(idx[:batch])
     times: dict[str, list[float]] = {k: [] for k in paths}
+    names = list(paths)
     for r in range(rounds):
-        for name, fn in paths.items():
-            times[name].append(fn(idx))
+        for name in names[r % 3:] + names[:r % 3]:   # each path takes each place in the order in turn
+            times[name].append(paths[name](idx))
         log(f"b/f. round {r + 1}/{rounds}: " + ", ".join(f"{k} {n / v[-1]:.1f}/s" for k, v in times.items()))
     # the data path alone (no model): how much of a step it can cost at most
-    run.augment.train()
+    augment.train()
     sync(device)
     t0 = time.perf_counter()
     with torch.no_grad():
         for x, _ in feed_data.batches(idx, batch, drop_last=True):
-            run.augment(feed_features(x))
+            augment(feed_features(x))
     sync(device)
     feed = time.perf_counter() - t0
     med = {k: float(np.median(v)) for k, v in times.items()}
@@ -142,7 +145,4 @@ def section_data(data_root: Path, overrides, device, sizes: dict, log) -> dict:
            # each round's own ratio (its paths ran back to back), then the median over rounds
            "real_vs_synthetic": paired(times["synthetic"], times["real"]),
            "gridtune_vs_naive": paired(times["naive"], times["real"])}
-    del run
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return out

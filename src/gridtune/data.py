@@ -122,3 +122,21 @@ class DeviceData:
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for s in range(0, stop, batch_size):
             yield self.batch(idx[s:s + batch_size])
+
+
+class FeatureData:
+    """DeviceData's interface over each clip's un-normalized log-mel, computed once per trial.
+
+    The log-mel of a cached clip never changes (SpecAugment, which does, still runs per batch), so a
+    trial computes it once instead of every epoch: per step only a gather and SpecAugment are left.
+    """
+
+    def __init__(self, data: DeviceData, raw, batch_size: int = 64):
+        import torch
+        with torch.no_grad():
+            self.x = torch.cat([raw(data.x[s:s + batch_size].to(data.device).float())
+                                for s in range(0, len(data.x), batch_size)])   # (N, 1, n_mels, frames)
+        self.y, self.device, self.resident = data.y, data.device, True
+
+    batch = DeviceData.batch
+    batches = DeviceData.batches

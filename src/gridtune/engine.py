@@ -68,6 +68,13 @@ class TrialRun:
         self.features = frontend.Features(cfg.features, sr).to(dev)
         self.features.fit(x for x, _ in self.data.batches(self.train_idx[:256], 64))   # 256 clips pin mean/std
         self.augment = frontend.build_augment(cfg.augment).to(dev)
+        # what training and validation read: log-mel computed once per trial where it fits beside the waves
+        self.train_data, self.train_features = self.data, self.features
+        if cfg.features.name == "logmel" and self.data.resident:
+            n_mels, frames = frontend.input_shape(cfg.features, n_samples)
+            if len(self.data.x) * n_mels * frames * 4 / 1e9 <= float(cfg.data.resident_max_gb):
+                self.train_data = data_mod.FeatureData(self.data, self.features.raw)
+                self.train_features = frontend.Normalized(self.features)
         shape = frontend.input_shape(cfg.features, n_samples) if cfg.features.name != "image" else tuple(self.data.x.shape[1:])
         self.model = build_model(cfg.model, len(self.classes), shape).to(dev)
         self.channels_last = _auto(cfg.train.channels_last, True)   # measured faster on CUDA and CPU alike
@@ -123,7 +130,7 @@ class TrialRun:
 
     # -- training -------------------------------------------------------------------------------
     def evaluate(self, indices) -> tuple[dict, dict]:
-        probs, labels, loss = predict(self.step_model, self.features, self.data, indices,
+        probs, labels, loss = predict(self.step_model, self.train_features, self.train_data, indices,
                                       batch_size=int(self.cfg.train.eval_batch_size),
                                       amp_dtype=self.amp_dtype, channels_last=self.channels_last)
         m = metrics.classification_metrics(probs, labels, self.classes)
@@ -145,8 +152,8 @@ class TrialRun:
             epoch = self.epoch + 1
             lrs = self.scheduler.current_lrs()
             t0 = time.perf_counter()
-            tr = train_epoch(epoch, self.step_model, self.features, self.augment, self.data, self.train_idx,
-                             self.optimizer, self.scheduler, self.scaler, batch_size=self.batch_size,
+            tr = train_epoch(epoch, self.step_model, self.train_features, self.augment, self.train_data,
+                             self.train_idx, self.optimizer, self.scheduler, self.scaler, batch_size=self.batch_size,
                              generator=self.gen, amp_dtype=self.amp_dtype, l2=float(cfg.l2),
                              class_weights=self.class_weights, grad_clip=float(cfg.train.grad_clip),
                              diverge_loss=float(cfg.train.diverge_loss), channels_last=self.channels_last,

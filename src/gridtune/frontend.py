@@ -53,6 +53,17 @@ class Features(nn.Module):
         return (self.raw(x) - self.mean) / self.std
 
 
+class Normalized(nn.Module):
+    """`features`' normalization alone, for inputs that are already `features.raw(...)` (precomputed)."""
+
+    def __init__(self, features: Features):
+        super().__init__()
+        self.features = features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.features.mean) / self.features.std
+
+
 class SpecAugment(nn.Module):
     def __init__(self, cfg):
         super().__init__()
