@@ -96,3 +96,29 @@ def compose(*overrides: str, hydra: bool = False):
     from gridtune.sweep import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hcompose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing records it."""
+
+
+@pytest.fixture
+def run_killed_after_epoch(monkeypatch):
+    """`run(cfg, out_dir, epoch)`: run a trial that dies right after writing that epoch's checkpoint,
+    as a kill at that moment would leave it; the next run_trial resumes from there."""
+    from gridtune import engine, records
+    from gridtune.trial import run_trial
+    real_save = engine.save_torch
+
+    def run(cfg, out_dir, epoch: int) -> None:
+        def save_then_die(path, obj):
+            real_save(path, obj)
+            if path.name == records.CHECKPOINT and obj["epoch"] == epoch:
+                raise Killed()
+        monkeypatch.setattr(engine, "save_torch", save_then_die)
+        try:
+            with pytest.raises(Killed):
+                run_trial(cfg, out_dir)
+        finally:
+            monkeypatch.setattr(engine, "save_torch", real_save)
+    return run

@@ -1,6 +1,5 @@
 """Config tree: every group option composes, grids expand to the right size, trial ids are stable,
 and invalid values are named in one line."""
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf

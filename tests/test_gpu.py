@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import compose
-from gridtune import engine, records
+from gridtune import records
 from gridtune.loop import resolve_amp
 from gridtune.trial import run_trial
 
@@ -25,24 +25,12 @@ def test_trial_on_cuda_with_amp_and_resident_data(demo_root, tmp_path):
     assert torch.load(tmp_path / "t" / records.BEST, weights_only=True)["model"]
 
 
-def test_resume_on_cuda_matches(demo_root, tmp_path, monkeypatch):
+def test_resume_on_cuda_matches(demo_root, tmp_path, run_killed_after_epoch):
     cfg = compose("preset=demo", "train.epochs=3", "device=cuda", "train.cudnn_benchmark=false",
                   f"data.root={demo_root}")
     torch.backends.cudnn.deterministic = True
     whole = run_trial(cfg, tmp_path / "whole")
-    real_save = engine.save_torch
-
-    class Killed(BaseException):
-        pass
-
-    def save_then_die(path, obj):
-        real_save(path, obj)
-        if path.name == records.CHECKPOINT and obj["epoch"] == 2:
-            raise Killed()
-    monkeypatch.setattr(engine, "save_torch", save_then_die)
-    with pytest.raises(Killed):
-        run_trial(cfg, tmp_path / "cut")
-    monkeypatch.setattr(engine, "save_torch", real_save)
+    run_killed_after_epoch(cfg, tmp_path / "cut", epoch=2)
     resumed = run_trial(cfg, tmp_path / "cut")
     assert resumed["epochs_run"] == 3
     for key, value in whole["metrics"].items():

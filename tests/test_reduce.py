@@ -1,7 +1,6 @@
 """Reducer tests on synthetic sweep directories: ranking, seeds, not-ranked trials, best.yaml, CLI."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import random

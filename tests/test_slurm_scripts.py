@@ -189,6 +189,21 @@ def test_final_quotes_an_unusual_sweep_dir_for_hydra(sandbox: dict) -> None:
     assert parsed.key_or_group == "sweep_dir" and parsed.value() == str(sweep_dir)
 
 
+def _final_signalled(sandbox: dict, env: dict) -> subprocess.Popen:
+    """Start final.sh with the stub interpreter; once the stub runs (it prints its JSON line first),
+    send the shell SLURM's USR2."""
+    proc = subprocess.Popen(["bash", str(FINAL), str(sandbox["submit"])], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = ""
+    while not first.startswith("{"):
+        first = proc.stdout.readline()
+        if not first:
+            proc.kill()
+            raise AssertionError("final.sh ended before starting the stub")
+    proc.send_signal(signal.SIGUSR2)
+    return proc
+
+
 def test_final_requeues_itself_on_usr2(sandbox: dict) -> None:
     """USR2 (sent by SLURM 120 s before the time limit) -> `scontrol requeue <job>`."""
     tmp = sandbox["tmp"]
@@ -200,15 +215,8 @@ def test_final_requeues_itself_on_usr2(sandbox: dict) -> None:
     scontrol.chmod(0o755)
     env = {**sandbox["env"], "PATH": f"{bin_dir}:{os.environ['PATH']}",
            "SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "0", "STUB_WAIT_FOR": str(stop)}
-    proc = subprocess.Popen(["bash", str(FINAL), str(sandbox["submit"])], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _final_signalled(sandbox, env)
     try:
-        # wait until the stub runs (it prints its JSON line first), then signal the shell
-        first = ""
-        while not first.startswith("{"):
-            first = proc.stdout.readline()
-            assert first, "final.sh ended before starting the stub"
-        proc.send_signal(signal.SIGUSR2)
         out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
@@ -222,14 +230,8 @@ def test_final_stops_requeueing_after_the_limit(sandbox: dict) -> None:
     stop = tmp / "stop"
     env = {**sandbox["env"], "SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "3",
            "GRIDTUNE_MAX_REQUEUES": "3", "STUB_WAIT_FOR": str(stop)}
-    proc = subprocess.Popen(["bash", str(FINAL), str(sandbox["submit"])], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _final_signalled(sandbox, env)
     try:
-        first = ""
-        while not first.startswith("{"):
-            first = proc.stdout.readline()
-            assert first, "final.sh ended before starting the stub"
-        proc.send_signal(signal.SIGUSR2)
         deadline = time.monotonic() + 10
         lines = []
         while time.monotonic() < deadline:

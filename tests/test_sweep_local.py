@@ -1,6 +1,5 @@
 """Local multiruns end to end: trials land in their own dirs, reruns skip finished trials, an
 invalid grid launches nothing, and K trials per job give exactly the results of K=1."""
-import json
 
 import pytest
 

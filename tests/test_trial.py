@@ -2,11 +2,10 @@
 a trial killed after an epoch resumes to exactly the metrics of an uninterrupted run."""
 import json
 
-import pytest
 import torch
 
 from conftest import compose
-from gridtune import engine, records
+from gridtune import records
 from gridtune.trial import run_trial
 
 FAST = ("preset=debug", "train.epochs=3")
@@ -53,24 +52,11 @@ def test_other_exceptions_are_failed_with_the_last_line(demo_root, tmp_path):
     assert records.read_json(tmp_path / "t" / "result.json")["status"] == "failed"
 
 
-class Killed(BaseException):
-    """Stands in for SIGKILL: not an Exception, so nothing records it."""
-
-
-def test_resume_after_a_kill_matches_an_uninterrupted_run(demo_root, tmp_path, monkeypatch):
+def test_resume_after_a_kill_matches_an_uninterrupted_run(demo_root, tmp_path, run_killed_after_epoch):
     cfg = _cfg(demo_root, "sched=cosine")
     whole = run_trial(cfg, tmp_path / "whole")
-    real_save = engine.save_torch
-
-    def save_then_die(path, obj):
-        real_save(path, obj)
-        if path.name == records.CHECKPOINT and obj["epoch"] == 2:
-            raise Killed()
-    monkeypatch.setattr(engine, "save_torch", save_then_die)
-    with pytest.raises(Killed):
-        run_trial(cfg, tmp_path / "cut")
+    run_killed_after_epoch(cfg, tmp_path / "cut", epoch=2)
     assert not (tmp_path / "cut" / "result.json").exists()
-    monkeypatch.setattr(engine, "save_torch", real_save)
     resumed = run_trial(cfg, tmp_path / "cut")
     assert resumed["status"] == "ok" and resumed["epochs_run"] == 3
     assert resumed["metrics"] == whole["metrics"]

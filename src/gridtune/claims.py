@@ -22,12 +22,20 @@ def slurm_job() -> str | None:
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid) -> bool:
+    """Whether process `pid` exists on this host. Unknown (a bad or non-positive value, another user's
+    process) counts as alive: only a process surely gone makes a claim stale this way."""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return True
+    if pid <= 0:            # os.kill(0 or -1, 0) would ask about whole process groups
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True
 
@@ -42,7 +50,7 @@ def read(path: Path) -> dict | None:
 def is_stale(claim: dict | None, path: Path, stale_after_s: float) -> bool:
     if claim is None:                       # unreadable: a writer died between create and write
         return time.time() - path.stat().st_mtime > 5
-    if claim.get("host") == socket.gethostname() and not _alive(int(claim.get("pid", -1))):
+    if claim.get("host") == socket.gethostname() and not pid_alive(claim.get("pid")):
         return True
     if claim.get("slurm_job_id") and claim.get("slurm_job_id") == slurm_job():
         return True

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridtune import claims
 from gridtune.records import CLAIM, HISTORY, MANIFEST, RESULT, STATUSES, TornRecord, read_history, read_json
 
 # Display order of states, best first; also the order of the "Not ranked" section.
@@ -78,16 +79,6 @@ def _is_trial_dir(path: Path) -> bool:
     return any((path / name).exists() for name in (RESULT, HISTORY, CLAIM))
 
 
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError, TypeError, OverflowError):
-        return True  # exists but not ours, or unknown: assume alive
-    return True
-
-
 def _age(seconds: float) -> str:
     minutes = max(0.0, seconds) / 60
     if minutes < 120:
@@ -107,7 +98,7 @@ def _running_reason(claim: dict, last_epoch: int | None) -> str:
         where += f", claimed at {since}"
     progress = f", last epoch {last_epoch}" if last_epoch else ", no epoch finished yet"
     # A claim from this host whose process is gone will never finish: say so instead of "running".
-    if host == socket.gethostname() and pid is not None and not _pid_alive(pid):
+    if host == socket.gethostname() and pid is not None and not claims.pid_alive(pid):
         return f"stale claim: {where} but that process is gone{progress}"
     return f"running on {where}{progress}"
 

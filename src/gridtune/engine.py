@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import data as data_mod
-from . import frontend, metrics, records
+from . import claims, frontend, metrics, records
 from .loop import predict, resolve_amp, train_epoch
 from .model import build_model
 from .optim import build_optimizer, build_scheduler
@@ -158,7 +158,7 @@ class TrialRun:
                              class_weights=self.class_weights, grad_clip=float(cfg.train.grad_clip),
                              diverge_loss=float(cfg.train.diverge_loss), channels_last=self.channels_last,
                              diverge_mean=float(cfg.train.diverge_factor) * math.log(len(self.classes)),
-                             heartbeat=lambda: __import__("gridtune.claims").claims.heartbeat(self.out))
+                             heartbeat=lambda: claims.heartbeat(self.out))
             val, extra = self.evaluate(self.val_idx)
             value = {**tr, **val}[cfg.objective]
             self.scheduler.step_epoch(value)

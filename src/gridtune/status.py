@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import socket
 import sys
 import time
 from pathlib import Path
 
-from gridtune import records
+from gridtune import claims, records
 from gridtune.slurm_view import _annotate, _job_key, _jobs_from_logs, job_ids, slurm_view
 
 STATES = ("ok", "diverged", "oom", "failed", "torn", "running", "pending", "missing")
@@ -162,13 +161,7 @@ def _local_pid_dead(host, pid) -> bool:
     if not host or not isinstance(pid, int) or pid <= 0 or \
             str(host).split(".")[0] != socket.gethostname().split(".")[0]:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:   # exists, owned by someone else
-        pass
-    return False
+    return not claims.pid_alive(pid)
 
 
 def _str_or_none(v) -> str | None:

@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from . import claims, records
 from .config import semantic_config, trial_id
@@ -137,7 +137,3 @@ def set_threads(cfg) -> None:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n = cfg.train.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or usable or 1
     torch.set_num_threads(int(n))
-
-
-def resolved(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)

@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.plugins.sweeper import Sweeper
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +101,18 @@ class GridtuneSweeper(Sweeper):
             sys.exit(2)
         for t in trials:
             gconfig.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
-        done = [t for t in trials if _final(sweep_dir / t["trial_id"], t["trial_id"])]
-        todo = [t for t in trials if t not in done]
+        done = {t["trial_id"] for t in trials if _final(sweep_dir / t["trial_id"], t["trial_id"])}
+        todo = [t for t in trials if t["trial_id"] not in done]
         k = max(int(OmegaConf.select(self.config, "launcher.trials_per_job") or 1), 1)
         n_jobs = -(-len(todo) // k)
         cfg0 = trials[0]["cfg"]
-        n_clips = self._count_clips(cfg0)
-        cost = sum(int(t["cfg"].train.epochs) for t in todo) * n_clips
+        cost = sum(int(t["cfg"].train.epochs) * t["n_clips"] for t in todo)
         print(f"gridtune: sweep '{cfg0.sweep_name}' in {sweep_dir}: {len(trials)} trials, {len(done)} already done "
               f"(skipped), {len(todo)} to run as {n_jobs} job(s) of <= {k}; est. cost {cost:,} clip-epochs "
               f"(composed in {time.perf_counter() - t0:.1f}s)", flush=True)
         if self.dry_run:
             for t in trials:
-                state = "done" if t in done else "run"
+                state = "done" if t["trial_id"] in done else "run"
                 print(f"  {t['trial_id']}  {state:4s}  {' '.join(t['overrides'])}")
             return []
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -147,25 +146,22 @@ class GridtuneSweeper(Sweeper):
 
     # -- helpers --------------------------------------------------------------------------------
     def _check_data(self, trials) -> List[str]:
+        """Index each distinct data root once; sets every trial's "n_clips" for the cost estimate."""
         from gridtune.layouts import DataError, check_features, index_train
-        problems, checked = [], set()
+        problems, n_clips = [], {}
         for t in trials:
             d = t["cfg"].data
             key = (str(d.root), str(d.layout), tuple(d.classes or []), str(t["cfg"].features.name))
-            if key in checked:
-                continue
-            checked.add(key)
-            try:
-                _, _, layout = index_train(d.root, d.layout, list(d.classes) if d.classes else None)
-                check_features(layout, t["cfg"].features.name)
-            except (DataError, OSError) as e:
-                problems.append(f"[{' '.join(t['overrides'])}] {e}")
+            if key not in n_clips:
+                n_clips[key] = 0
+                try:
+                    clips, _, layout = index_train(d.root, d.layout, list(d.classes) if d.classes else None)
+                    check_features(layout, t["cfg"].features.name)
+                    n_clips[key] = len(clips)
+                except (DataError, OSError) as e:
+                    problems.append(f"[{' '.join(t['overrides'])}] {e}")
+            t["n_clips"] = n_clips[key]
         return problems
-
-    @staticmethod
-    def _count_clips(cfg) -> int:
-        from gridtune.layouts import index_train
-        return len(index_train(cfg.data.root, cfg.data.layout, list(cfg.data.classes) if cfg.data.classes else None)[0])
 
     @staticmethod
     def _prepare(cfg) -> None:
