@@ -316,3 +316,32 @@ def test_online_failure_retries_offline_once_per_process(wandb_env, monkeypatch,
     assert modes == ["online", "offline", "offline"]
     assert len(offline_runs(wandb_env / "t0000")) == 1
     assert "retrying offline" in caplog.text
+
+
+# ---- a requeued trial, end to end --------------------------------------------------------------
+
+def test_requeued_offline_trial_syncs_every_epoch(wandb_env, demo_root, run_killed_after_epoch):
+    """A trial killed after epoch 2 and resumed: the offline run that `wandb sync` picks up holds all
+    of its epochs (wandb offline ignores resume and a sync of two runs with one id keeps one)."""
+    from conftest import compose
+    from gridtune import records
+    from gridtune.trial import run_trial
+    cfg = compose("preset=debug", f"data.root={demo_root}", "train.epochs=4", "tracking=wandb",
+                  "tracking.mode=offline", "tracking.project=gridtune-test")
+    out = wandb_env / "trial"
+    run_killed_after_epoch(cfg, out, epoch=2)
+    (first,) = offline_runs(out)
+    # the kill came after epoch 2's checkpoint and before its log: the first run holds epoch 1 only
+    assert [r["epoch"] for r in read_offline_run(first)["history"]] == [1]
+    rec = run_trial(cfg, out)
+    assert rec["status"] == "ok" and rec["epochs_run"] == 4
+
+    (synced,) = offline_runs(out)                      # the one `wandb sync DIR/*/wandb/offline-run-*` takes
+    assert synced != first and (out / "wandb" / tracking.SUPERSEDED / first.name).is_dir()
+    logged = read_offline_run(synced)
+    history = records.read_history(out / records.HISTORY)
+    assert [(r["_step"], r["epoch"]) for r in logged["history"]] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    assert [r["val/acc"] for r in logged["history"]] == [h["val/acc"] for h in history]
+    assert [r["lr/conv"] for r in logged["history"]] == [h["lr"]["conv"] for h in history]
+    assert logged["run_id"] == read_offline_run(out / "wandb" / tracking.SUPERSEDED / first.name)["run_id"]
+    assert logged["exit_code"] == 0

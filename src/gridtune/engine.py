@@ -127,6 +127,8 @@ class TrialRun:
             torch.cuda.set_rng_state(s["rng_cuda"].cpu(), self.device)
         self.epoch, self.history, self.best, self.bad_epochs = s["epoch"], s["history"], s["best"], s["bad_epochs"]
         print(f"[gridtune] resumed {self.out.name} after epoch {self.epoch}", flush=True)
+        if self.tracker is not None:
+            self.tracker.resume_from(self.history)
 
     # -- training -------------------------------------------------------------------------------
     def evaluate(self, indices) -> tuple[dict, dict]:
@@ -177,8 +179,7 @@ class TrialRun:
             records.write_history(self.out / records.HISTORY, self.history)
             save_torch(self.out / records.CHECKPOINT, self._state())
             if self.tracker is not None:
-                self.tracker.log({k: v for k, v in row.items() if k != "lr"} |
-                                 {f"lr/{g}": v for g, v in lrs.items()}, step=epoch)
+                self.tracker.log_epoch(row)
             print(f"[gridtune] {self.out.name} epoch {epoch}/{epochs} train/loss={tr['train/loss']:.4f} "
                   f"val/loss={val['val/loss']:.4f} val/acc={val['val/acc']:.4f} ({row['time_s']:.1f}s)", flush=True)
 

@@ -31,6 +31,7 @@ from gridtune import records
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "wandb_run_id.txt"
+SUPERSEDED = "superseded"   # <dir>/wandb/superseded/: offline runs a later, complete run replaces
 SECRET_KEY = re.compile(r"(?i)(api_?key|token|secret|password)")
 _VALID_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")   # wandb forbids / \ # ? % : in run ids
 MODES = ("auto", "online", "offline", "disabled")
@@ -53,6 +54,14 @@ class Tracker:
 
     def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
         pass
+
+    def log_epoch(self, row: dict) -> None:
+        """One history.jsonl row, at step = its epoch, with each parameter group's LR as lr/<group>."""
+        self.log({k: v for k, v in row.items() if k != "lr"} |
+                 {f"lr/{g}": v for g, v in (row.get("lr") or {}).items()}, step=int(row["epoch"]))
+
+    def resume_from(self, history: list[dict]) -> None:
+        """Called when a trial resumes from its checkpoint, with the epochs it already has."""
 
     def _finish(self, exit_code: int) -> None:
         pass
@@ -92,6 +101,23 @@ class WandbTracker(Tracker):
             table = self._wandb.Table(columns=list(columns), data=[list(r) for r in rows])
             self._run.log({key: table})
         self._guard("log_table", _log_table)
+
+    def resume_from(self, history: list[dict]) -> None:
+        """Offline runs ignore `resume` (wandb#12110), and `wandb sync` of two offline runs with one
+        id keeps only one of them (wandb#3841). So a requeued offline trial logs its earlier epochs
+        again, from the checkpoint's history, before it goes on: the newest offline run holds every
+        epoch. The earlier, partial offline runs of this id move to wandb/superseded/, out of the
+        `wandb sync DIR/*/wandb/offline-run-*` glob. Online, wandb's own resume continues the run."""
+        if not self._run.offline or not history:
+            return
+        for row in history:
+            self.log_epoch(row)
+        current = Path(self._run.settings.sync_dir).resolve()
+        superseded = current.parent / SUPERSEDED
+        for old in current.parent.glob(f"offline-run-*-{self.run_id}"):
+            if old.resolve() != current:
+                superseded.mkdir(exist_ok=True)
+                old.rename(superseded / old.name)
 
     def _finish(self, exit_code: int) -> None:
         try:
