@@ -125,7 +125,7 @@ def _check_resumable(out: Path, cfg) -> None:
 def run_final(sweep_dir: Path, user: list[str]) -> dict:
     from . import evaluate, tracking
     from .engine import TrialRun
-    from .trial import load_torch, save_torch
+    from .runtime import load_torch, save_torch
     t0 = time.perf_counter()
     best = read_best(sweep_dir)
     cfg, applied = compose(best["overrides"], user)
