@@ -270,7 +270,7 @@ def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
     on_disk = [p.name for p in children if p.name not in expected and is_trial_dir(p)]
     now = time.time()
     trials = [read_run(sweep_dir / tid, expected.get(tid), now=now) for tid in [*expected, *on_disk]]
-    final = next((read_run(p, record=FINAL_RECORD, now=now) for p in children
+    final = next((read_run(p, record=FINAL_RECORD, now=now) for p in sorted(children, key=lambda p: p.name != FINAL_DIR)
                   if p.is_dir() and is_final_run(p)), None)
     name = (manifest or {}).get("sweep") or next(
         (t.get("sweep") for t in trials if t.get("sweep")), sweep_dir.name)
