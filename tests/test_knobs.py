@@ -26,6 +26,10 @@ def test_lr_split_only_when_a_group_did_not_train_at_lr():
     same = [T(params={"lr": 0.01, "lr_conv": 0.01, "lr_head": 0.01}, overrides=["lr=0.01"])]
     apart = [T(params={"lr": 0.001, "lr_conv": 0.1, "lr_head": 0.001}, overrides=["lr_conv=0.1"])]
     assert not knobs.lr_split(same) and knobs.lr_split(apart)
+    # a grid over lr moves both group LRs with it: lr is the one axis
+    follow = [T(params={"lr": lr, "lr_conv": lr, "lr_head": lr}, overrides=[f"lr={lr}"]) for lr in (0.1, 0.01)]
+    assert knobs.axes(follow) == ["lr"]
+    assert knobs.axes(apart + follow) == ["lr_conv", "lr", "lr_head"]     # in the order the overrides name them
 
 
 def test_params_of_a_composed_trial():

@@ -82,6 +82,8 @@ def axes(trials) -> list[str]:
         seen = {_hashable(value(t.params, t.overrides, k)) for t in trials if known(t.params, t.overrides, k)}
         if len(seen) > 1:
             keys.append(k)
+    if not lr_split(trials):        # the group LRs only followed lr: columns that would say nothing new
+        keys = [k for k in keys if k not in {key for _, key in GROUP_LRS}]
     return keys
 
 

@@ -77,9 +77,6 @@ class Sweep:
     final: Trial | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def expected(self) -> list[Trial]:
-        return [t for t in self.trials if t.expected]
-
 
 def done_record(trial_dir: Path, trial_id: str) -> dict | None:
     """The trial's record when it is final for this very config (a rerun skips it), else None."""

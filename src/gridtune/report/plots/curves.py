@@ -97,8 +97,8 @@ def plot_curves(board: Leaderboard, path: Path) -> PlotFile | None:
                 ax.axvline(epoch, color="red", linewidth=2)
                 ax.text(epoch, 0.5, " NaN ", transform=ax.get_xaxis_transform(), color="red",
                         ha="right", va="center", fontsize=8, fontweight="bold")
-            ax.set_title(f"DIVERGED at epoch {epoch}  {t.trial_id}\n{config_label({k: board.value(t, k) for k in keys}, keys)}",
-                         fontsize=8.5, color="red")
+            label = config_label({k: board.value(t, k) for k in keys}, keys)
+            ax.set_title(f"DIVERGED at epoch {epoch}  {t.trial_id}\n{label}", fontsize=8.5, color="red")
             ax.set_facecolor("#fff0f0")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
