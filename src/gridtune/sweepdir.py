@@ -44,7 +44,6 @@ class Trial:
     reason: str | None = None             # one line: why this state (None for ok)
     params: dict = field(default_factory=dict)
     overrides: list = field(default_factory=list)
-    expected: bool = False                # named by the manifest
     result: dict | None = None
     epochs_done: int = 0
     last_epoch: int | None = None
@@ -184,7 +183,7 @@ def read_run(d: Path, expected: dict | None = None, *, record: str = records.RES
     now = time.time() if now is None else now
     expected = expected or {}
     t = Trial(trial_id=d.name, dir=d, params=dict(expected.get("params") or {}),
-              overrides=list(expected.get("overrides") or []), expected=bool(expected))
+              overrides=list(expected.get("overrides") or []))
     if not d.is_dir():
         t.reason = "no trial directory"
         return t
@@ -267,8 +266,8 @@ def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
     on_disk = [p.name for p in children if p.name not in expected and is_trial_dir(p)]
     now = time.time()
     trials = [read_run(sweep_dir / tid, expected.get(tid), now=now) for tid in [*expected, *on_disk]]
-    final = next((read_run(p, record=FINAL_RECORD, now=now) for p in sorted(children, key=lambda p: p.name != FINAL_DIR)
-                  if p.is_dir() and is_final_run(p)), None)
+    finals = sorted((p for p in children if p.is_dir() and is_final_run(p)), key=lambda p: p.name != FINAL_DIR)
+    final = read_run(finals[0], record=FINAL_RECORD, now=now) if finals else None
     name = (manifest or {}).get("sweep") or next(
         (t.get("sweep") for t in trials if t.get("sweep")), sweep_dir.name)
     return Sweep(dir=sweep_dir, name=str(name), manifest=manifest, trials=trials, final=final, warnings=warnings)
