@@ -45,8 +45,6 @@ class Trial:
     params: dict = field(default_factory=dict)
     overrides: list = field(default_factory=list)
     result: dict | None = None
-    epochs_done: int = 0
-    last_epoch: int | None = None
     claim: dict | None = None
     claim_age_s: float | None = None
     heartbeat_age_s: float | None = None
@@ -54,9 +52,19 @@ class Trial:
     _history: list | None = field(default=None, repr=False)
 
     def history(self) -> list[dict]:
+        """Per-epoch rows, read on first use (ranking a finished trial never needs them)."""
         if self._history is None:
             self._history = records.read_history(self.dir / records.HISTORY)
         return self._history
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history())
+
+    @property
+    def last_epoch(self) -> int | None:
+        epochs = [r.get("epoch") for r in self.history() if isinstance(r.get("epoch"), int)]
+        return max(epochs) if epochs else None
 
     def metric(self, key: str) -> float | None:
         value = ((self.result or {}).get("metrics") or {}).get(key)
@@ -187,8 +195,6 @@ def read_run(d: Path, expected: dict | None = None, *, record: str = records.RES
     if not d.is_dir():
         t.reason = "no trial directory"
         return t
-    epochs = [r.get("epoch") for r in t.history() if isinstance(r.get("epoch"), int)]
-    t.epochs_done, t.last_epoch = len(t.history()), (max(epochs) if epochs else None)
     heartbeat = _read_claim(t, now)
     prefix = ""
     path = d / record
