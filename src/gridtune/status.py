@@ -23,7 +23,7 @@ from gridtune import sweepdir
 from gridtune.slurm_view import annotate, job_ids, job_key, jobs_from_logs, slurm_view
 from gridtune.sweepdir import NEEDS_RERUN, STALE_AFTER_S, UNFINISHED, fmt_duration
 
-__all__ = ["STALE_AFTER_S", "collect_states", "counts", "counts_line", "exit_code", "main", "trial_state"]
+__all__ = ["STALE_AFTER_S", "collect_states", "counts", "counts_line", "exit_code", "final_state", "main", "trial_state"]
 
 
 def _ok_detail(t: sweepdir.Trial, objective: str | None) -> tuple[float | None, str]:

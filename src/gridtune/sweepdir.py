@@ -204,7 +204,8 @@ def read_run(d: Path, expected: dict | None = None, *, record: str = records.RES
             if not isinstance(result, dict):
                 raise records.TornRecord(f"{path}: not a JSON object")
         except (OSError, records.TornRecord) as e:
-            t.state, t.reason = "torn", f"unparseable {record} ({str(e).split(': ', 1)[-1]})"
+            why = str(e).split(": ", 1)[-1].removeprefix("unparseable JSON ").strip("()")
+            t.state, t.reason = "torn", f"unparseable {record} ({why})"
             return t
         t.result = result
         t.params = result.get("params") or t.params
