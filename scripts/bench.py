@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
     from bench_steps import compose, half_dtype
 
     from gridtune.engine import pick_device
-    from gridtune.trial import set_threads
+    from gridtune.runtime import set_threads
     overrides = [*(QUICK_OVERRIDES if args.quick else ()), *args.override]
     cfg = compose(overrides)
     set_threads(cfg)                                   # the thread count a trial would use

@@ -65,7 +65,7 @@ def compile_variants(params: dict) -> None:
     import torch
 
     from bench_steps import compose, measure_variant
-    from gridtune.trial import set_threads
+    from gridtune.runtime import set_threads
     cfg = compose(params["overrides"])
     set_threads(cfg)
     device = torch.device(params["device"])

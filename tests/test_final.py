@@ -240,3 +240,13 @@ def test_unusable_test_choice_fails_before_training(sweep, capsys):
     rc, stdout, err = run_main([f"sweep_dir={sweep.dir}", "final.test=split", f"final.out_dir={out}"], capsys)
     assert rc == 2 and "data.test_fraction" in err and len(err.strip().splitlines()) == 1
     assert "epoch 1/" not in stdout and not (out / "checkpoint.pt").exists()
+
+
+def test_status_shows_the_final_run_apart_from_the_trials(sweep, finished, capsys):
+    from gridtune import status
+    assert status.main([str(sweep.dir), "--no-slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "1 trials: 1 ok" in out.splitlines()
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("final run")]
+    assert line.startswith(f"final run ({finished.out}): ok  test micro_f1=")
+    assert not [ln for ln in out.splitlines() if ln.startswith("  final")]

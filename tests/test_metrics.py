@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from gridtune.metrics import balanced_class_weights, choose_threshold, classification_metrics, multilabel_f1
+from gridtune.data import class_weights
+from gridtune.metrics import choose_threshold, classification_metrics, multilabel_f1
 
 NAMES3 = ["a", "b", "c"]
 
@@ -166,20 +167,21 @@ def test_choose_threshold_on_constructed_case():
 
 
 def test_balanced_class_weights_match_formula():
+    # the one class-weight function (the trainer's): sklearn 'balanced' over the classes present
     labels = np.array([0, 0, 0, 0, 1, 1, 2, 0])
-    weights = balanced_class_weights(labels, n_classes=4)
+    weights = class_weights(labels, n_classes=4)
     n = len(labels)
     assert weights.shape == (4,)
-    assert weights[:3] == pytest.approx([n / (4 * 5), n / (4 * 2), n / (4 * 1)])
+    assert weights[:3] == pytest.approx([n / (3 * 5), n / (3 * 2), n / (3 * 1)])
     assert weights[3] == 0.0  # class 3 has no samples
     # weighted counts are equal across the present classes
     counts = np.bincount(labels, minlength=4)
-    assert (weights * counts)[:3] == pytest.approx([n / 4] * 3)
+    assert (weights * counts)[:3] == pytest.approx([n / 3] * 3)
 
 
 def test_balanced_class_weights_rejects_out_of_range():
     with pytest.raises(ValueError, match="labels must lie"):
-        balanced_class_weights(np.array([0, 5]), n_classes=3)
+        class_weights(np.array([0, 5]), n_classes=3)
 
 
 def test_metrics_module_does_not_import_torch():

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gridtune.collect import collect
-from gridtune.leaderboard import Stat, build, t975
+from gridtune.report.leaderboard import Stat, build, t975
 from gridtune.records import write_history, write_json
 from gridtune.reduce import main, reduce_sweep
+from gridtune.sweepdir import read_sweep
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 PARAMS = {"lr": 0.001, "dropout": 0.4, "l2": 0.0001, "seed": 0, "optim": "adam", "sched": "none",
@@ -157,14 +157,14 @@ def test_not_ranked_trials_are_listed_with_reasons(tmp_path):
                                             ("run", 0.003), ("half", 0.002), ("gone", 0.0001)]])
     board, text = reduce_quiet(tmp_path)
     states = {t.trial_id: t.state for t in board.not_ranked}
-    assert states == {"div": "diverged", "torn": "torn", "run": "running", "half": "missing", "gone": "missing"}
+    assert states == {"div": "diverged", "torn": "torn", "run": "running", "half": "interrupted", "gone": "pending"}
     assert [g.representative.trial_id for g in board.groups] == ["good1", "good2"]
     reasons = {t.trial_id: t.reason for t in board.not_ranked}
     assert reasons["div"].startswith("diverged at epoch 3: FloatingPointError")
     assert "unparseable result.json" in reasons["torn"]
-    assert "othernode:4242" in reasons["run"] and "777_3" in reasons["run"] and "last epoch 2" in reasons["run"]
-    assert reasons["half"] == "incomplete/missing: no result.json (last epoch reached: 4)"
-    assert reasons["gone"] == "no result.json"
+    assert "othernode:4242" in reasons["run"] and "777_3" in reasons["run"] and "2 epochs done" in reasons["run"]
+    assert reasons["half"] == "interrupted at epoch 4 (no checkpoint)"
+    assert reasons["gone"] == "no trial directory"
     md = (tmp_path / "leaderboard.md").read_text()
     html = (tmp_path / "report.html").read_text()
     assert md.index("## Not ranked") > md.index("## Top Performers")
@@ -172,7 +172,7 @@ def test_not_ranked_trials_are_listed_with_reasons(tmp_path):
         assert f"| {trial_id} |" in md
         assert trial_id in html and "unparseable result.json" in html
     assert "&lt;after&gt;" in html and "<after>" not in html  # error text is escaped
-    assert "no result.json" in text and "diverged at epoch 3" in text
+    assert "no trial directory" in text and "diverged at epoch 3" in text
 
 
 def test_seed_group_statistics(tmp_path):
@@ -327,7 +327,7 @@ def test_stale_claim_on_this_host(tmp_path):
                                                "time": time.time(), "slurm_job_id": None})
     board, _ = reduce_quiet(tmp_path)
     (trial,) = board.not_ranked
-    assert trial.state == "running" and trial.reason.startswith("stale claim:")
+    assert trial.state == "interrupted" and trial.reason.startswith("stale claim:")
 
 
 def test_nothing_ranked_still_reports(tmp_path):
@@ -342,7 +342,7 @@ def test_collect_without_manifest_and_ok_without_objective(tmp_path):
     write_trial(tmp_path, "a", acc=0.8)
     write_trial(tmp_path, "b", {"lr": 0.01}, acc=None)  # status ok, objective null
     (tmp_path / "plots").mkdir()
-    records = collect(tmp_path)
+    records = read_sweep(tmp_path)
     assert [t.trial_id for t in records.trials] == ["a", "b"]
     board = build(records, "val/acc", "max")
-    assert [t.trial_id for t in board.not_ranked] == ["b"] and "missing or not finite" in board.not_ranked[0].reason
+    assert [t.trial_id for t in board.not_ranked] == ["b"] and "missing or not finite" in board.reason(board.not_ranked[0])

@@ -10,7 +10,7 @@ import types
 import pytest
 from test_reduce import reduce_quiet, write_manifest, write_trial
 
-from gridtune.plots import make_plots
+from gridtune.report.plots.draw import make_plots
 from gridtune.reduce import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -56,7 +56,7 @@ def test_report_is_self_contained_with_plots(grid_report):
     assert all((tmp_path / "plots" / p).read_bytes().startswith(PNG) for p in pngs)
     for section in ("Summary", "Leaderboard", "Not ranked", "Plots"):
         assert f"<h2>{section}</h2>" in html
-    assert "diverged at epoch 4: loss is nan" in html and "no result.json" in html
+    assert "diverged at epoch 4: loss is nan" in html and "no trial directory" in html
     assert "single seed: run repeats to check separability" in html
     assert board.groups[0].params["lr"] == 0.001
 

@@ -108,8 +108,8 @@ def test_collect_states(sweep):
     states = {s["trial_id"]: s for s in status.collect_states(sweep)}
     assert {t: s["state"] for t, s in states.items()} == {
         "t-ok": "ok", "t-diverged": "diverged", "t-oom": "oom", "t-failed": "failed",
-        "t-torn": "torn", "t-running": "running", "t-pending": "pending", "t-fresh": "pending",
-        "t-missing": "missing"}
+        "t-torn": "torn", "t-running": "running", "t-pending": "interrupted", "t-fresh": "pending",
+        "t-missing": "pending"}
     assert list(states) == [s["trial_id"] for s in status.collect_states(sweep)]
     assert states["t-ok"]["objective"] == 0.8125 and "val/acc=0.8125" in states["t-ok"]["detail"]
     assert states["t-diverged"]["detail"] == "diverged at epoch 4"
@@ -117,7 +117,7 @@ def test_collect_states(sweep):
     assert states["t-failed"]["slurm_job_id"] is None    # only the log knows; see below
     assert states["t-oom"]["slurm_job_id"] == "1001_3"
     assert "OutOfMemoryError" in states["t-oom"]["detail"]
-    assert states["t-torn"]["detail"].startswith("result.json: unparseable")
+    assert states["t-torn"]["detail"].startswith("unparseable result.json")
     run = states["t-running"]
     assert (run["host"], run["pid"], run["epochs_done"]) == ("node07", 4242, 3)
     assert 290 < run["claim_age_s"] < 400 and "3 epochs done" in run["detail"]
@@ -132,15 +132,15 @@ def test_text_report_with_slurm(sweep, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     assert status.main([str(sweep)]) == 3
     out = capsys.readouterr().out
-    assert ("9 trials: 1 ok, 1 diverged, 1 oom, 1 failed, 1 torn, 1 running, 2 pending, "
-            "1 missing") in out.splitlines()
+    assert ("9 trials: 1 ok, 1 diverged, 1 oom, 1 failed, 1 torn, 1 running, 1 interrupted, "
+            "2 pending") in out.splitlines()
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  t-")}
     assert lines["t-failed"].split()[1] == "failed"
     assert "SLURM 1001_2 COMPLETED 0:0, but the trial record says failed" in lines["t-failed"]
     assert "SLURM 1001_3 COMPLETED 0:0, but the trial record says oom" in lines["t-oom"]
     assert "SLURM" not in lines["t-ok"]
     assert "interrupted at epoch 3" in lines["t-pending"]
-    assert "host node07 pid 4242" in lines["t-running"]
+    assert "node07:4242" in lines["t-running"]
     assert "SLURM (squeue + sacct): 5 jobs" in out
     jobs = {ln.split()[0]: ln.split() for ln in out.splitlines()[out.splitlines().index(
         "SLURM (squeue + sacct): 5 jobs") + 1:]}
@@ -162,7 +162,7 @@ def test_json_output(sweep, tmp_path, monkeypatch, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["sweep"] == "lr-grid" and doc["exit_code"] == 3
     assert doc["counts"] == {"ok": 1, "diverged": 1, "oom": 1, "failed": 1, "torn": 1,
-                             "running": 1, "pending": 2, "missing": 1}
+                             "running": 1, "interrupted": 1, "pending": 2}
     by_id = {t["trial_id"]: t for t in doc["trials"]}
     assert by_id["t-failed"]["state"] == "failed"
     assert by_id["t-failed"]["slurm"]["state"] == "COMPLETED"
@@ -198,7 +198,7 @@ def test_exit_codes(tmp_path, no_slurm, capsys):
     (sweep / "d").mkdir()
     (sweep / "d" / records.CHECKPOINT).write_bytes(b"x")
     assert status.main([str(sweep)]) == 3          # unfinished wins over failed
-    assert "4 trials: 1 ok, 1 diverged, 1 failed, 1 pending" in capsys.readouterr().out
+    assert "4 trials: 1 ok, 1 diverged, 1 failed, 1 interrupted" in capsys.readouterr().out
     capsys.readouterr()
     assert status.main([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
@@ -225,7 +225,7 @@ def test_dead_local_claim_is_flagged(tmp_path, no_slurm):
     records.write_json(d / records.CLAIM, {"host": socket.gethostname(), "pid": dead.pid,
                                            "time": time.time() - 60, "slurm_job_id": None})
     (s,) = status.collect_states(tmp_path / "s")
-    assert s["state"] == "running" and "process gone: stale claim" in s["detail"]
+    assert s["state"] == "interrupted" and "stale claim: process gone" in s["detail"]
     records.write_json(d / records.CLAIM, {"host": "elsewhere", "pid": 5, "time": time.time()})
     old = time.time() - 2 * status.STALE_AFTER_S
     os.utime(d / records.CLAIM, (old, old))       # the runner's heartbeat touches the mtime

@@ -82,11 +82,20 @@ def split(labels: np.ndarray, groups: list[str], fractions: dict[str, float], se
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """sklearn 'balanced': n / (n_classes * n_c); absent classes get 0 (they never occur in the loss)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    """Per-class loss weights as sklearn's class_weight='balanced' over the classes present:
+    n / (n_present * n_c), so every present class weighs n / n_present in all. A class with no
+    training sample gets 0, not infinity: it never is a target, and an inf would poison the loss."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array; got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be integers; got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"labels must lie in [0, {n_classes - 1}]; got [{y.min()}, {y.max()}]")
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     w = np.zeros(n_classes)
     present = counts > 0
-    w[present] = len(labels) / (present.sum() * counts[present])
+    w[present] = y.size / (present.sum() * counts[present])
     return w
 
 

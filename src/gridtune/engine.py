@@ -19,7 +19,7 @@ from . import claims, frontend, metrics, records
 from .loop import predict, resolve_amp, train_epoch
 from .model import build_model
 from .optim import build_optimizer, build_scheduler
-from .trial import load_torch, save_torch, set_threads
+from .runtime import load_torch, save_torch, set_threads
 
 
 def pick_device(name: str) -> torch.device:

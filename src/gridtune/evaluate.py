@@ -155,7 +155,7 @@ def threshold_for(run, winner_best: Path, model) -> tuple[float, str, float | No
     """
     import copy
 
-    from .trial import load_torch
+    from .runtime import load_torch
     if run.cfg.final.train_on == "train":
         t, f1 = val_threshold(run, model, run.features)
         return t, "final model (trained on train only) on val", f1
@@ -176,7 +176,7 @@ def load_final_model(out_dir, device="cpu"):
 
     from . import frontend, records
     from .model import build_model
-    from .trial import load_torch
+    from .runtime import load_torch
     out = Path(out_dir)
     cfg = OmegaConf.load(out / "final_config.yaml")
     classes = records.read_json(out / "final.json")["classes"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from . import claims, records
+from . import claims, records, sweepdir
 from . import config as gconfig
 from .audio import BadAudio
 from .layouts import DataError
@@ -125,7 +125,7 @@ def _check_resumable(out: Path, cfg) -> None:
 def run_final(sweep_dir: Path, user: list[str]) -> dict:
     from . import evaluate, tracking
     from .engine import TrialRun
-    from .trial import load_torch, save_torch
+    from .runtime import load_torch, save_torch
     t0 = time.perf_counter()
     best = read_best(sweep_dir)
     cfg, applied = compose(best["overrides"], user)
@@ -134,7 +134,11 @@ def run_final(sweep_dir: Path, user: list[str]) -> dict:
         import torch
         if not torch.cuda.is_available():
             raise FinalError("device=cuda: no CUDA device is visible")
-    out = Path(cfg.final.get("out_dir") or sweep_dir / "final").resolve()
+    out = Path(cfg.final.get("out_dir") or sweep_dir / sweepdir.FINAL_DIR).resolve()
+    winner = sweepdir.read_run(sweep_dir / str(best["trial_id"]))   # its best.pt sets the IRMAS threshold
+    if winner.state != "ok":
+        print(f"gridtune.final: warning: best.yaml names trial {winner.trial_id}, which is {winner.state} "
+              f"in {sweep_dir} ({winner.reason}); reduce the sweep again?", file=sys.stderr)
     train_on = str(cfg.final.train_on)
     if train_on == "train+val":        # the val curve is in-sample: nothing to stop early on
         with open_dict(cfg):
@@ -169,8 +173,7 @@ def run_final(sweep_dir: Path, user: list[str]) -> dict:
             threshold = source = val_f1 = None
             test = {"mode": "none"}
             if mode == "irmas_test":
-                threshold, source, val_f1 = evaluate.threshold_for(
-                    run, sweep_dir / str(best["trial_id"]) / records.BEST, run.model)
+                threshold, source, val_f1 = evaluate.threshold_for(run, winner.dir / records.BEST, run.model)
                 if config_id != best["trial_id"] and train_on == "train+val":
                     source += " (the command line changed the winner's config: its val may differ)"
                 fn = evaluate.model_prob_fn(run.model, run.features, run.device, run.amp_dtype, run.channels_last)

@@ -29,6 +29,8 @@ import hydra
 import numpy as np
 
 from . import records
+from .knobs import fmt_lr, group_lrs
+from .knobs import set_apart as fixed_groups   # the group LRs that do not follow lr
 from .sweep import CONF_DIR
 
 DEFAULTS = {"iters": 100, "start_lr": 1e-7, "end_lr": 10.0, "smooth": 0.05, "diverge_factor": 4.0}
@@ -115,14 +117,6 @@ def round1(v: float) -> float:
     return float(f"{v:.0e}")
 
 
-def fmt_lr(v: float, digits: int = 2) -> str:
-    """0.016, 2e-3, 3.7e-4, 10: short, and read back as the same float by Hydra's override grammar."""
-    if 1e-2 <= v < 1e4:
-        return f"{float(f'{v:.{digits}g}'):g}"
-    mantissa, exp = f"{v:.{digits - 1}e}".split("e")
-    return f"{float(mantissa):g}e{int(exp)}"
-
-
 def suggest_grid(lr: float) -> list[float]:
     return sorted({round1(lr * f) for f in (0.1, 1 / 3, 1.0, 3.0)})
 
@@ -170,7 +164,7 @@ def probe(cfg, opts: dict) -> dict:
               f"{opts['iters'] * batch / n_train:.1f} epochs of {n_train} clips; running {iters} "
               f"(at most {MAX_EPOCHS} epochs)", flush=True)
     base = float(cfg.lr)
-    ratios = {g["name"]: g["lr"] / base for g in run.optimizer.param_groups}
+    ratios = {group: lr / base for group, lr in group_lrs(cfg).items()}
     batches = _batches(run.train_idx, batch, run.gen)
 
     def set_lr(lr: float) -> None:
@@ -242,14 +236,6 @@ def sweep_inside(path: Path) -> Path | None:
     return p if any((p / f).exists() for f in trial_files) else None
 
 
-def fixed_groups(cfg) -> list[str]:
-    """The optimizer LRs (optim.lr_conv / optim.lr_head) that do not follow `lr`: set explicitly."""
-    from omegaconf import OmegaConf
-    doubled = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    doubled.lr = 2 * cfg.lr
-    return [k for k in ("lr_conv", "lr_head") if not math.isclose(doubled.optim[k], 2 * cfg.optim[k])]
-
-
 def sweep_command(overrides: list[str], grid: list[float]) -> str:
     """`python -m gridtune.sweep -m` with the probe's own overrides (minus lr, hydra.*, lr_find.*) and the grid."""
     def key(o: str) -> str:
@@ -293,7 +279,7 @@ def task(cfg) -> dict:
            "overrides": overrides, "git_sha": sha, "git_dirty": dirty, "started_at": started,
            "config": gconfig.semantic_config(cfg)}
     records.write_json(out / JSON_NAME, rec)
-    from .lr_find_plot import plot
+    from .report.plots.lr_find import plot
     plot(out / PNG_NAME, rec)
     if fixed:
         print(f"[gridtune] lr_find: {' and '.join(fixed)} set apart from lr: the grid below does not move "

@@ -164,23 +164,3 @@ def choose_threshold(probs: np.ndarray, targets: np.ndarray, grid: np.ndarray = 
         raise ValueError("grid must hold at least one threshold")
     scores = [multilabel_f1(probs, targets, g)["micro_f1"] for g in candidates]
     return candidates[int(np.argmax(scores))]  # argmax returns the first maximum
-
-
-def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per-class loss weights n / (n_classes · n_c), as sklearn's class_weight='balanced' (float64, shape (n_classes,)).
-
-    A class with no training samples gets weight 0 rather than infinity: it never appears as a
-    target, so its weight would never be used, and an inf would poison a weighted-loss tensor.
-    """
-    y = np.asarray(labels)
-    if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"labels must be a non-empty 1-D array; got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integers; got dtype {y.dtype}")
-    if y.min() < 0 or y.max() >= n_classes:
-        raise ValueError(f"labels must lie in [0, {n_classes - 1}]; got [{y.min()}, {y.max()}]")
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    weights = np.zeros(n_classes, dtype=np.float64)
-    present = counts > 0
-    weights[present] = y.size / (n_classes * counts[present])
-    return weights

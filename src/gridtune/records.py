@@ -11,6 +11,7 @@ Layout of a sweep directory::
       <trial_id>/
         .hydra/                  Hydra's config.yaml / overrides.yaml
         result.json              the trial record (see RESULT_KEYS); written once, at the end
+      final/                     the final run (final.json, model.pt, ...): never a trial
         history.jsonl            one line per completed epoch
         checkpoint.pt            last completed epoch (model, optimizer, scaler, RNG, history)
         best.pt                  state_dict of the best epoch (loads with weights_only=True)
@@ -33,10 +34,11 @@ BEST = "best.pt"
 CLAIM = "claim.json"
 MANIFEST = "gridtune_sweep.json"
 
-# Statuses a trial record can carry. `diverged` is final (rerunning gives the same NaN);
-# `failed` and `oom` are retried when the sweep is run again.
-STATUSES = ("ok", "diverged", "oom", "failed")
-FINAL_STATUSES = ("ok", "diverged")
+# Statuses a trial record can carry. `diverged` is final (rerunning gives the same NaN), and so is
+# `stopped` (halted early at a rung, with a `stop_reason`); `failed` and `oom` are retried when the
+# sweep is run again. `gridtune.sweepdir` turns them, with claims and checkpoints, into states.
+STATUSES = ("ok", "diverged", "oom", "failed", "stopped")
+FINAL_STATUSES = ("ok", "diverged", "stopped")
 
 # Keys every result.json has (values may be null where they do not apply).
 RESULT_KEYS = (

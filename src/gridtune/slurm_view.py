@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 from gridtune import records
+from gridtune.sweepdir import NEEDS_RERUN
 
-NEEDS_RERUN = ("oom", "failed", "torn")
 SLURM_TIMEOUT_S = 10
 SLURM_LIVE = ("RUNNING", "PENDING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING",
               "SUSPENDED")
@@ -37,17 +37,17 @@ def _submitit_logs(sweep_dir: str | Path) -> dict[str, list[Path]]:
             if p.is_dir() and _JOB_DIR.match(p.name)}
 
 
-def _jobs_from_logs(sweep_dir: str | Path, states: list[dict]) -> None:
+def jobs_from_logs(sweep_dir: str | Path, states: list[dict]) -> None:
     """Fill in the job of trials whose claim is gone, from what the runner printed in its log.
 
     Finished trials have released their claim, yet the failed ones are exactly where SLURM's
     COMPLETED needs contradicting. Later jobs (higher ids) win: they are the latest attempt.
     """
-    todo = {s["trial_id"]: s for s in states if not s["slurm_job_id"] and s["state"] != "missing"}
+    todo = {s["trial_id"]: s for s in states if not s["slurm_job_id"] and s["on_disk"]}
     if not todo:
         return
     logs = _submitit_logs(sweep_dir)
-    for job in sorted(logs, key=_job_key):
+    for job in sorted(logs, key=job_key):
         for log in logs[job]:
             try:
                 with log.open("rb") as f:
@@ -59,7 +59,7 @@ def _jobs_from_logs(sweep_dir: str | Path, states: list[dict]) -> None:
                 todo[tid]["slurm_job_id"] = job
 
 
-def _job_key(job_id: str) -> list[int]:
+def job_key(job_id: str) -> list[int]:
     return [int(x) for x in re.findall(r"\d+", job_id)]
 
 
@@ -112,7 +112,7 @@ def _earliest_mtime(sweep_dir: Path) -> float | None:
     return min(times) if times else None
 
 
-def _annotate(states: list[dict], slurm: dict) -> None:
+def annotate(states: list[dict], slurm: dict) -> None:
     """Attach SLURM's state to each trial and say where it disagrees with the record."""
     for s in states:
         job = slurm["jobs"].get(s["slurm_job_id"] or "")
@@ -125,5 +125,3 @@ def _annotate(states: list[dict], slurm: dict) -> None:
         elif s["state"] == "running" and job["state"] not in SLURM_LIVE:
             s["detail"] += f"  [SLURM {s['slurm_job_id']} {job['state']}: stale claim]"
 
-
-# ---- report --------------------------------------------------------------------------------

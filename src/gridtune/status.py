@@ -4,185 +4,75 @@ The state of each trial comes from its directory (see `gridtune.records` for the
 from the scheduler: SLURM reports COMPLETED for a job whose Python trial raised, so its view is
 only shown next to ours, from `squeue`/`sacct` where those exist.
 
-States: ok / diverged (final), oom / failed / torn (need a rerun), running (claim.json, no
-result), pending (directory but no claim and no result; may hold a checkpoint) and missing
-(in the manifest, no directory). Exit code: 0 all final, 1 some failed/oom/torn, 3 some not
-finished yet (wins over 1: a poller waits while this is 3), 2 bad arguments.
+States are `gridtune.sweepdir`'s (the reducer uses the same): ok / stopped / diverged (final),
+oom / failed / torn (need a rerun), running, interrupted and pending (not finished). The final
+run, when there is one, is shown on its own line, never as a trial. Exit code: 0 all final, 1 some
+failed/oom/torn, 3 some not finished yet (wins over 1: a poller waits while this is 3), 2 bad
+arguments.
 
 Only the standard library is imported: this runs on login nodes without torch.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import socket
 import sys
-import time
 from pathlib import Path
 
-from gridtune import claims, records
-from gridtune.slurm_view import _annotate, _job_key, _jobs_from_logs, job_ids, slurm_view
+from gridtune import sweepdir
+from gridtune.slurm_view import annotate, job_ids, job_key, jobs_from_logs, slurm_view
+from gridtune.sweepdir import NEEDS_RERUN, STALE_AFTER_S, UNFINISHED, fmt_duration
 
-STATES = ("ok", "diverged", "oom", "failed", "torn", "running", "pending", "missing")
-UNFINISHED = ("running", "pending", "missing")
-NEEDS_RERUN = ("oom", "failed", "torn")
-TRIAL_FILES = (records.RESULT, records.CLAIM, records.CHECKPOINT, records.HISTORY)
-NOT_TRIALS = {"plots", "__pycache__"}
-STALE_AFTER_S = 900          # same default as gridtune.claims: no heartbeat for this long
+__all__ = ["STALE_AFTER_S", "collect_states", "counts", "counts_line", "exit_code", "final_state", "main", "trial_state"]
 
 
-def load_manifest(sweep_dir: str | Path) -> dict | None:
-    """The sweep manifest, or None when there is none (raises records.TornRecord if torn)."""
-    path = Path(sweep_dir) / records.MANIFEST
-    return records.read_json(path) if path.exists() else None
+def _ok_detail(t: sweepdir.Trial, objective: str | None) -> tuple[float | None, str]:
+    objective = objective or t.get("objective")
+    value = t.metric(objective) if isinstance(objective, str) else None
+    parts = [f"{objective}={value:.4f}" if value is not None else None,
+             f"best epoch {t.get('best_epoch')}/{t.get('epochs_run')}" if t.get("epochs_run") is not None else None,
+             fmt_duration(t.get("wall_time_s"))]
+    return value, "  ".join(p for p in parts if p)
+
+
+def trial_state(t: sweepdir.Trial, objective: str | None = None) -> dict:
+    """One trial as status shows it (and prints with --json)."""
+    claim = t.claim or {}
+    s = {"trial_id": t.trial_id, "state": t.state, "detail": t.reason or "", "status": t.get("status"),
+         "error": t.get("error"), "diverged_epoch": t.get("diverged_epoch"), "stop_reason": t.get("stop_reason"),
+         "epochs_done": t.epochs_done if t.dir.is_dir() else None, "objective": None,
+         "host": claim.get("host"), "pid": claim.get("pid"), "claim_age_s": t.claim_age_s,
+         "heartbeat_age_s": t.heartbeat_age_s, "slurm_job_id": t.slurm_job_id, "overrides": t.overrides,
+         "on_disk": t.dir.is_dir()}
+    if t.state == "ok":
+        s["objective"], s["detail"] = _ok_detail(t, objective)
+    elif t.state in NEEDS_RERUN:
+        s["detail"] = s["detail"][:160]
+    return s
+
+
+def final_state(final: sweepdir.Trial | None) -> dict | None:
+    """The final run, on its own line: its state and, once done, its test figures."""
+    if final is None:
+        return None
+    detail = final.reason or ""
+    if final.state == "ok":
+        test = final.get("test") or {}
+        parts = [f"test {k}={test[k]:.4f}" for k in ("micro_f1", "macro_f1", "acc") if isinstance(test.get(k), float)]
+        parts.append(f"{final.get('epochs_run')} epochs, {fmt_duration(final.get('wall_time_s'))}")
+        detail = "  ".join(parts)
+    return {"dir": str(final.dir), "state": final.state, "detail": detail, "winner": final.get("trial_id")}
 
 
 def collect_states(sweep_dir: str | Path) -> list[dict]:
-    """One dict per trial: the manifest's in order, then other trial directories by name.
-
-    Keys: trial_id, state, detail, status, error, diverged_epoch, epochs_done, objective,
-    host, pid, claim_age_s, heartbeat_age_s, slurm_job_id, overrides.
-    """
-    sweep_dir = Path(sweep_dir)
-    try:
-        manifest = load_manifest(sweep_dir) or {}
-    except records.TornRecord:
-        manifest = {}
-    trials = {str(t["trial_id"]): t for t in manifest.get("trials") or []
-              if isinstance(t, dict) and t.get("trial_id")}
-    for d in sorted(sweep_dir.iterdir()):
-        if (d.name not in trials and d.is_dir() and not d.name.startswith(".")
-                and d.name not in NOT_TRIALS and any((d / f).exists() for f in TRIAL_FILES)):
-            trials[d.name] = {"trial_id": d.name}
-    return [_trial_state(sweep_dir / tid, tid, t.get("overrides"), manifest.get("objective"))
-            for tid, t in trials.items()]
-
-
-def _trial_state(d: Path, trial_id: str, overrides, objective: str | None) -> dict:
-    s = {"trial_id": trial_id, "state": None, "detail": "", "status": None, "error": None,
-         "diverged_epoch": None, "epochs_done": None, "objective": None, "host": None,
-         "pid": None, "claim_age_s": None, "heartbeat_age_s": None, "slurm_job_id": None,
-         "overrides": overrides}
-    if not d.is_dir():
-        return {**s, "state": "missing", "detail": "no trial directory"}
-    history = records.read_history(d / records.HISTORY)
-    s["epochs_done"] = len(history)
-    claim, heartbeat = _read_claim(d / records.CLAIM)
-    now = time.time()
-    if claim is not None:
-        claimed = _timestamp(claim.get("time"))
-        s.update(host=claim.get("host"), pid=claim.get("pid"),
-                 slurm_job_id=_str_or_none(claim.get("slurm_job_id")),
-                 claim_age_s=None if claimed is None else max(0.0, now - claimed),
-                 heartbeat_age_s=max(0.0, now - heartbeat))
-
-    result_path = d / records.RESULT
-    if result_path.exists():
-        try:
-            result = records.read_json(result_path)
-            if not isinstance(result, dict):
-                raise records.TornRecord(f"{result_path}: not a JSON object")
-        except (records.TornRecord, OSError) as e:
-            detail = str(e).replace(str(result_path), records.RESULT)
-            return {**s, "state": "torn", "detail": detail}
-        status = result.get("status")
-        s.update(status=status, error=result.get("error"),
-                 diverged_epoch=result.get("diverged_epoch"),
-                 slurm_job_id=s["slurm_job_id"] or _str_or_none(result.get("slurm_job_id")))
-        # The runner releases its claim after writing the record. A claim touched after the
-        # record means another attempt is under way (the OOM retry, or a rerun of the sweep).
-        if (status in records.FINAL_STATUSES or claim is None
-                or heartbeat <= result_path.stat().st_mtime):
-            return {**s, **_finished(result, status, objective or result.get("objective"))}
-        s["detail"] = f"retrying after {status}; "
-
-    if claim is not None:
-        where = f"host {s['host']} pid {s['pid']}" if s["host"] else "claim unreadable"
-        age = f", claimed {_duration(s['claim_age_s'])} ago" if s["claim_age_s"] is not None else ""
-        s["detail"] += f"{where}{age}, {len(history)} epochs done"
-        if _local_pid_dead(s["host"], s["pid"]):
-            s["detail"] += " (process gone: stale claim)"
-        elif s["heartbeat_age_s"] > STALE_AFTER_S:
-            s["detail"] += f" (no heartbeat for {_duration(s['heartbeat_age_s'])}: stale claim?)"
-        return {**s, "state": "running"}
-    if (d / records.CHECKPOINT).exists():
-        last = history[-1].get("epoch") if history else None
-        s["detail"] = f"interrupted at epoch {last}" if last is not None else \
-            "interrupted (checkpoint present)"
-    else:
-        s["detail"] = (f"{len(history)} epochs logged, no checkpoint" if history
-                       else "not started")
-    return {**s, "state": "pending"}
-
-
-def _finished(result: dict, status, objective: str | None) -> dict:
-    if status not in records.STATUSES:
-        return {"state": "torn", "detail": f"unknown status {status!r} in result.json"}
-    if status == "diverged":
-        return {"state": status, "detail": f"diverged at epoch {result.get('diverged_epoch')}"}
-    if status != "ok":
-        err = " ".join(str(result.get("error") or "no error message").split())
-        return {"state": status, "detail": err[:160]}
-    metrics = result.get("metrics") or {}
-    value = metrics.get(objective) if isinstance(objective, str) else None
-    parts = [f"{objective}={value:.4f}" if isinstance(value, (int, float)) else None,
-             f"best epoch {result.get('best_epoch')}/{result.get('epochs_run')}"
-             if result.get("epochs_run") is not None else None,
-             _duration(result.get("wall_time_s"))]
-    return {"state": "ok", "objective": value, "detail": "  ".join(p for p in parts if p)}
-
-
-def _read_claim(path: Path) -> tuple[dict | None, float]:
-    """(claim, last heartbeat): the runner touches claim.json's mtime while it trains."""
-    try:
-        heartbeat = path.stat().st_mtime
-    except OSError:
-        return None, 0.0
-    try:
-        claim = records.read_json(path)
-    except (records.TornRecord, OSError):
-        claim = None
-    return (claim if isinstance(claim, dict) else {}), heartbeat
-
-
-def _timestamp(value) -> float | None:
-    """Seconds since the epoch from a number or an ISO-8601 string (naive means local time)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _local_pid_dead(host, pid) -> bool:
-    """True when the claim is from this host and its process no longer exists."""
-    if not host or not isinstance(pid, int) or pid <= 0 or \
-            str(host).split(".")[0] != socket.gethostname().split(".")[0]:
-        return False
-    return not claims.pid_alive(pid)
-
-
-def _str_or_none(v) -> str | None:
-    return None if v in (None, "") else str(v)
-
-
-def _duration(seconds) -> str | None:
-    if not isinstance(seconds, (int, float)):
-        return None
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    """One dict per trial: the manifest's in order, then other trial directories by name."""
+    sweep = sweepdir.read_sweep(sweep_dir)
+    objective = (sweep.manifest or {}).get("objective")
+    return [trial_state(t, objective) for t in sweep.trials]
 
 
 def counts(states: list[dict]) -> dict[str, int]:
-    return {k: n for k in STATES if (n := sum(s["state"] == k for s in states))}
+    return sweepdir.counts(s["state"] for s in states)
 
 
 def exit_code(states: list[dict]) -> int:
@@ -192,7 +82,7 @@ def exit_code(states: list[dict]) -> int:
 
 
 def counts_line(states: list[dict]) -> str:
-    return f"{len(states)} trials: " + ", ".join(f"{n} {k}" for k, n in counts(states).items())
+    return sweepdir.counts_line(s["state"] for s in states)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,29 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     if not sweep_dir.is_dir():
         print(f"gridtune-status: no such sweep directory: {sweep_dir}", file=sys.stderr)
         return 2
-    notes = []
-    try:
-        manifest = load_manifest(sweep_dir) or {}
-    except records.TornRecord as e:
-        manifest = {}
-        notes.append(f"manifest unreadable, listing trial directories instead: {e}")
-    states = collect_states(sweep_dir)
+    sweep = sweepdir.read_sweep(sweep_dir)
+    manifest, notes = sweep.manifest or {}, sweep.warnings
+    states = [trial_state(t, manifest.get("objective")) for t in sweep.trials]
+    final = final_state(sweep.final)
     if not states:
         print(f"gridtune-status: no manifest and no trial directories in {sweep_dir}",
               file=sys.stderr)
         return 2
     if not args.no_slurm:
-        _jobs_from_logs(sweep_dir, states)
+        jobs_from_logs(sweep_dir, states)
     ids = set() if args.no_slurm else job_ids(sweep_dir, states)
     slurm = slurm_view(sweep_dir, ids) if ids else {"available": None, "jobs": {}}
-    _annotate(states, slurm)
+    annotate(states, slurm)
     code = exit_code(states)
 
     if args.json:
         print(json.dumps({"sweep_dir": str(sweep_dir), "sweep": manifest.get("sweep"),
                           "objective": manifest.get("objective"),
                           "objective_mode": manifest.get("objective_mode"), "notes": notes,
-                          "trials": states, "counts": counts(states), "slurm": slurm,
+                          "trials": states, "counts": counts(states), "final": final, "slurm": slurm,
                           "exit_code": code}, indent=2, default=str))
         return code
 
@@ -238,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     width = max(len(s["trial_id"]) for s in states)
     for s in states:
-        print(f"  {s['trial_id']:<{width}}  {s['state']:<8}  {s['detail']}".rstrip())
+        print(f"  {s['trial_id']:<{width}}  {s['state']:<11}  {s['detail']}".rstrip())
     print(counts_line(states))
+    if final:
+        print(f"final run ({final['dir']}): {final['state']}  {final['detail']}".rstrip())
     if slurm["available"] is False:
         print("SLURM info unavailable (squeue/sacct missing or failing)")
     elif slurm["available"]:
@@ -249,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 trials_of.setdefault(s["slurm_job_id"], []).append(s["trial_id"])
         sources = " + ".join(n for n in ("squeue", "sacct") if slurm[n])
         print(f"SLURM ({sources}): {len(slurm['jobs'])} jobs")
-        for jid in sorted(slurm["jobs"], key=_job_key):
+        for jid in sorted(slurm["jobs"], key=job_key):
             j = slurm["jobs"][jid]
             print(f"  {jid:<12} {j['name']:<16} {j['state']:<11} {j['exit_code'] or '-':<6} "
                   f"{j['elapsed']:<10} {' '.join(trials_of.get(jid, [])) or '-'}".rstrip())

@@ -7,8 +7,6 @@ so a sweep always goes on. `TrialRun` is the engine it drives; the final run reu
 """
 from __future__ import annotations
 
-import io
-import os
 import socket
 import time
 import traceback
@@ -18,28 +16,8 @@ from omegaconf import DictConfig
 
 from . import claims, records
 from .config import semantic_config, trial_id
-
-
-def params_of(cfg: DictConfig, batch_size: int | None = None) -> dict:
-    """The knobs a leaderboard shows, flat."""
-    m = cfg.model
-    name = f"{m.name}{list(m.channels)[-1]}" + ("" if m.head == "gap" else f"_{m.head}") + (
-        "" if m.convs_per_block == 1 else f"_x{m.convs_per_block}")
-    return {"lr": cfg.lr, "dropout": cfg.dropout, "l2": cfg.l2, "seed": cfg.seed, "optim": cfg.optim.name,
-            "sched": cfg.sched.name, "lr_conv": cfg.lr_conv, "lr_head": cfg.lr_head,
-            "momentum": cfg.optim.get("momentum"), "weight_decay": cfg.optim.get("weight_decay"),
-            "batch_size": batch_size or cfg.train.batch_size, "epochs": cfg.train.epochs, "model": name,
-            "augment": cfg.augment.name}
-
-
-def final_record(out_dir: Path, tid: str) -> dict | None:
-    try:
-        rec = records.read_json(Path(out_dir) / records.RESULT)
-    except (FileNotFoundError, records.TornRecord):
-        return None
-    if rec.get("trial_id") == tid and rec.get("status") in records.FINAL_STATUSES:
-        return rec
-    return None
+from .knobs import params_of
+from .sweepdir import done_record
 
 
 def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | None = None,
@@ -47,7 +25,7 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tid = trial_id(cfg)
-    done = final_record(out, tid)
+    done = done_record(out, tid)
     if done is not None:
         print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
         return done
@@ -56,7 +34,7 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
         print(f"[gridtune] {tid}: claimed by {held.get('host')}:{held.get('pid')}, not run here", flush=True)
         return {"trial_id": tid, "status": "claimed", "claim": held}
     try:
-        done = final_record(out, tid)       # another driver may have finished it between the look and the claim
+        done = done_record(out, tid)       # another driver may have finished it between the look and the claim
         if done is not None:
             print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
             return done
@@ -79,7 +57,7 @@ def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int
     from . import tracking
     sha, dirty = records.git_info()
     rec = {k: None for k in records.RESULT_KEYS}
-    rec.update(schema=1, trial_id=tid, sweep=cfg.sweep_name, params=params_of(cfg, batch_size),
+    rec.update(schema=1, trial_id=tid, sweep=cfg.sweep_name, params=params_of(cfg, overrides, batch_size),
                overrides=list(overrides or []), objective=cfg.objective, objective_mode=cfg.objective_mode,
                git_sha=sha, git_dirty=dirty, host=socket.gethostname(), slurm_job_id=claims.slurm_job(),
                started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), config=semantic_config(cfg))
@@ -115,25 +93,3 @@ def _classify(e: BaseException) -> dict:
         return {"status": "oom", "error": str(e).splitlines()[0][:300]}
     last = " ".join(traceback.format_exception_only(type(e), e)[-1].split())   # a multi-line message, on one line
     return {"status": "failed", "error": last[:500]}
-
-
-def save_torch(path: Path, obj) -> None:
-    import torch
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    records.atomic_write_bytes(path, buf.getvalue())
-
-
-def load_torch(path: Path, device="cpu"):
-    """Checkpoints and models load with weights_only=True: no pickled code runs."""
-    import torch
-    return torch.load(path, map_location=device, weights_only=True)
-
-
-def set_threads(cfg) -> None:
-    """Torch threads: train.threads, else SLURM's CPUs for the task, else the CPUs this process may use
-    (not the machine's core count, which oversubscribes a shared node)."""
-    import torch
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n = cfg.train.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or usable or 1
-    torch.set_num_threads(int(n))

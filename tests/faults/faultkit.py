@@ -114,7 +114,7 @@ def assert_sweep_complete(sweep_dir: Path, n_trials: int, epochs: int) -> dict[s
     """Every manifest trial ran exactly once to `ok`: one directory, one parseable result, `epochs`
     history rows, a final checkpoint, no claim left behind; returns the results by trial id."""
     import torch
-    from gridtune.collect import collect
+    from gridtune.sweepdir import read_sweep
     manifest = records.read_json(sweep_dir / records.MANIFEST)
     ids = sorted(t["trial_id"] for t in manifest["trials"])
     assert len(ids) == len(set(ids)) == n_trials, ids
@@ -133,5 +133,5 @@ def assert_sweep_complete(sweep_dir: Path, n_trials: int, epochs: int) -> dict[s
         assert not (d / records.CLAIM).exists() and not list(d.glob(f"{records.CLAIM}.stale-*")), tid
         results[tid] = rec
     assert_no_torn_records(sweep_dir)
-    assert {t.trial_id: t.state for t in collect(sweep_dir).trials} == {tid: "ok" for tid in ids}
+    assert {t.trial_id: t.state for t in read_sweep(sweep_dir).trials} == {tid: "ok" for tid in ids}
     return results

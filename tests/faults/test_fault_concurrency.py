@@ -148,13 +148,13 @@ def test_trial_finished_by_another_driver_meanwhile_is_not_entered_again(demo_ro
     cfg, d = _cfg(demo_root), tmp_path / "t"
     first = run_trial(cfg, d)
     stamp = (d / records.RESULT).stat().st_mtime_ns
-    real_final = trial.final_record
+    real_final = trial.done_record
     calls = []
 
     def not_yet_on_first_look(out, tid):
         calls.append(tid)
         return None if len(calls) == 1 else real_final(out, tid)
-    monkeypatch.setattr(trial, "final_record", not_yet_on_first_look)
+    monkeypatch.setattr(trial, "done_record", not_yet_on_first_look)
     again = run_trial(cfg, d)
     assert again["finished_at"] == first["finished_at"]
     assert (d / records.RESULT).stat().st_mtime_ns == stamp

@@ -22,7 +22,7 @@ DIVERGING = ("optim=rmsprop", "model.head=flatten", "dropout=0")
 def test_lr_1_diverges_the_sweep_finishes_and_a_rerun_does_not_retry_it(run_gridtune, demo_root, tmp_path):
     args = sweep_args(demo_root, tmp_path, "div", "train.epochs=2", *DIVERGING, "lr=1e-3,1.0")
     r = run_gridtune(*args)
-    assert "2 trials: 1 diverged, 1 ok." in r.stdout
+    assert "2 trials: 1 ok, 1 diverged." in r.stdout
     recs = {rec["params"]["lr"]: rec for rec in map(records.read_json, (tmp_path / "div").glob("*/result.json"))}
     bad, good = recs[1.0], recs[1e-3]
     assert good["status"] == "ok" and good["epochs_run"] == 2

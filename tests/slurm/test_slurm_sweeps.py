@@ -321,7 +321,7 @@ def test_failed_trial_is_failed_though_slurm_says_completed(fresh_data, tmp_path
     r = gridtune("-m", "preset=debug", "train.epochs=2", "data.on_bad_file=skip,error", "sweep_name=failing",
                  "hydra.sweeper.prepare_cache=false", *launcher, f"hydra.launcher.name={name}",
                  f"out_root={tmp_path}", f"data.root={fresh_data}", timeout=300)
-    assert "2 trials: 1 failed, 1 ok" in r.stdout
+    assert "2 trials: 1 ok, 1 failed" in r.stdout
     rows = wait_sacct("--name", name, fields="JobID,State,AllocTRES", n=2)
     assert [row[1] for row in rows] == ["COMPLETED"] * 2
     assert all("gres/gpu=1" in row[2] for row in rows), rows

@@ -12,7 +12,7 @@ launches the rest as one array, `launcher.trials_per_job` trials per job. `dry_r
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -32,15 +32,13 @@ class GridtuneSweeperConf:
     repeats: int = 1                              # run every config with seeds seed, seed+1, ...
     dry_run: bool = False                         # print the plan, launch nothing
     prepare_cache: bool = True                    # decode the audio once in the driver, before fanning out
-    extra: Dict[str, Any] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="gridtune", node=GridtuneSweeperConf, provider="gridtune")
 
 
 class GridtuneSweeper(Sweeper):
-    def __init__(self, params=None, repeats: int = 1, dry_run: bool = False, prepare_cache: bool = True,
-                 extra=None) -> None:
+    def __init__(self, params=None, repeats: int = 1, dry_run: bool = False, prepare_cache: bool = True) -> None:
         self.params = dict(params or {})
         self.repeats, self.dry_run, self.prepare_cache = int(repeats), bool(dry_run), bool(prepare_cache)
         self.config = self.launcher = self.hydra_context = None
@@ -64,8 +62,8 @@ class GridtuneSweeper(Sweeper):
         return grid
 
     def sweep(self, arguments: List[str]) -> Any:
-        from gridtune import config as gconfig, records
-        from gridtune.trial import params_of
+        from gridtune import config as gconfig, records, sweepdir
+        from gridtune.knobs import params_of
         t0 = time.perf_counter()
         loader = self.hydra_context.config_loader
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -101,7 +99,7 @@ class GridtuneSweeper(Sweeper):
             sys.exit(2)
         for t in trials:
             gconfig.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
-        done = {t["trial_id"] for t in trials if _final(sweep_dir / t["trial_id"], t["trial_id"])}
+        done = {t["trial_id"] for t in trials if sweepdir.done_record(sweep_dir / t["trial_id"], t["trial_id"])}
         todo = [t for t in trials if t["trial_id"] not in done]
         k = max(int(OmegaConf.select(self.config, "launcher.trials_per_job") or 1), 1)
         n_jobs = -(-len(todo) // k)
@@ -139,7 +137,7 @@ class GridtuneSweeper(Sweeper):
             print(f"gridtune: launcher: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
             returns = []
         raised = self._raised(returns)
-        self._summary(sweep_dir, trials, records)
+        self._summary(sweep_dir, trials, sweepdir)
         if raised:   # not a trial's recorded failure: the job itself broke, so say so and exit non-zero
             sys.exit(1)
         return returns
@@ -183,8 +181,8 @@ class GridtuneSweeper(Sweeper):
         cfg0 = trials[0]["cfg"]
         records.write_json(sweep_dir / records.MANIFEST, {
             "sweep": cfg0.sweep_name, "objective": cfg0.objective, "objective_mode": cfg0.objective_mode,
-            "trials": [{"trial_id": t["trial_id"], "overrides": t["overrides"], "params": params_of(t["cfg"])}
-                       for t in trials]})
+            "trials": [{"trial_id": t["trial_id"], "overrides": t["overrides"],
+                        "params": params_of(t["cfg"], t["overrides"])} for t in trials]})
 
     @staticmethod
     def _raised(returns) -> int:
@@ -199,20 +197,9 @@ class GridtuneSweeper(Sweeper):
         return n
 
     @staticmethod
-    def _summary(sweep_dir: Path, trials, records) -> None:
-        counts: Dict[str, int] = {}
-        for t in trials:
-            try:
-                status = records.read_json(sweep_dir / t["trial_id"] / records.RESULT).get("status", "?")
-            except FileNotFoundError:
-                status = "missing"
-            except records.TornRecord:
-                status = "torn"
-            counts[status] = counts.get(status, 0) + 1
-        text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        print(f"gridtune: {len(trials)} trials: {text}. Leaderboard: python -m gridtune.reduce {sweep_dir}", flush=True)
-
-
-def _final(trial_dir: Path, tid: str) -> bool:
-    from gridtune.trial import final_record
-    return final_record(trial_dir, tid) is not None
+    def _summary(sweep_dir: Path, trials, sweepdir) -> None:
+        """The grid's trials as `gridtune.status` and the reducer count them (same states, same order)."""
+        ids = {t["trial_id"] for t in trials}
+        states = [t for t in sweepdir.read_sweep(sweep_dir).trials if t.trial_id in ids]
+        print(f"gridtune: {sweepdir.counts_line(states)}. Leaderboard: python -m gridtune.reduce {sweep_dir}",
+              flush=True)

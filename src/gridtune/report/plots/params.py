@@ -1,14 +1,15 @@
 """Plots over the swept parameter axes: the objective heatmap (lr x dropout, one panel per l2)
-and the objective / over-confidence against the learning rate. Helpers are in `plots.py`.
+and the objective / over-confidence against the learning rate. Helpers are in `figure`.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from gridtune.leaderboard import Group, Leaderboard
-from gridtune.plots import (LR_PARAMS, PlotFile, config_keys, config_label, fmt_num, is_numeric, new_figure,
-                            palette, save, values_of)
+from gridtune.report.leaderboard import Group, Leaderboard
+from gridtune.knobs import is_lr
+from gridtune.report.plots.figure import (PlotFile, config_keys, config_label, fmt_num, new_figure, numeric_axes,
+                                          palette, save, values_of)
 
 
 def _cells(board: Leaderboard, x: str, y: str, panel: str | None):
@@ -18,18 +19,19 @@ def _cells(board: Leaderboard, x: str, y: str, panel: str | None):
         best.setdefault((g.params.get(x), g.params.get(y), g.params.get(panel) if panel else None), g)
     failed: dict[tuple, str] = {}
     for t in board.not_ranked:
-        failed.setdefault((t.params.get(x), t.params.get(y), t.params.get(panel) if panel else None), t.state)
+        v = board.value
+        failed.setdefault((v(t, x), v(t, y), v(t, panel) if panel else None), t.state)
     return best, failed
 
 
 def plot_heatmap(board: Leaderboard, path: Path) -> PlotFile | None:
-    """Objective over lr x dropout (or lr_conv x lr_head), one panel per l2 value."""
-    varying = [k for k in board.varying if is_numeric(board, k)]
-    x = next((k for k in LR_PARAMS if k in varying), None)
-    y = "dropout" if "dropout" in varying else next((k for k in LR_PARAMS if k in varying and k != x), None)
-    if x is None or y is None or not board.groups:
+    """Objective over the first LR axis x the next numeric axis (lr x dropout, lr_conv x lr_head),
+    one panel per value of a third numeric axis (l2) when the grid has one."""
+    axes = numeric_axes(board)
+    if len(axes) < 2 or not is_lr(axes[0]) or not board.groups:
         return None
-    panel = "l2" if "l2" in varying else None
+    x, y = axes[0], axes[1]
+    panel = axes[2] if len(axes) > 2 else None
     xs, ys = values_of(board, x), values_of(board, y)
     panels = values_of(board, panel) if panel else [None]
     best, failed = _cells(board, x, y, panel)
@@ -83,7 +85,7 @@ def plot_heatmap(board: Leaderboard, path: Path) -> PlotFile | None:
 def plot_vs_lr(board: Leaderboard, path: Path) -> PlotFile | None:
     """Objective vs the varying learning rate (log x), one line per other-param combination;
     beside it, over-confidence (confidence - accuracy) vs the same lr."""
-    x = next((k for k in LR_PARAMS if k in board.varying and is_numeric(board, k)), None)
+    x = next((k for k in numeric_axes(board) if is_lr(k)), None)
     if x is None or not board.groups:
         return None
     others = [k for k in config_keys(board) if k != x]
@@ -118,9 +120,9 @@ def plot_vs_lr(board: Leaderboard, path: Path) -> PlotFile | None:
         win = groups[0]  # best first
         ax.scatter([win.params[x]], [win.objective.mean if metric is None else _overconf(win)], marker="*",
                    s=220, color="red", zorder=5, label="winner")
-        failed = [t for t in board.not_ranked if isinstance(t.params.get(x), (int, float))]
+        failed = [t for t in board.not_ranked if isinstance(board.value(t, x), (int, float))]
         if failed and metric is None:  # unranked trials sit on the bottom edge so they are not forgotten
-            ax.scatter([t.params[x] for t in failed], [0.02] * len(failed), marker="x", color="crimson",
+            ax.scatter([board.value(t, x) for t in failed], [0.02] * len(failed), marker="x", color="crimson",
                        transform=ax.get_xaxis_transform(), clip_on=False, label="not ranked (failed/diverged/...)")
         ax.set_xscale("log")
         xs_all = values_of(board, x)

@@ -1,6 +1,8 @@
 """Ranking: seed groups, their statistics, the order of configs and whether the winner stands out.
 
-Trials whose params differ only in `seed` form one config group. A group is ranked by the mean of
+A trial's knobs are its recorded params plus the values its overrides set (`gridtune.knobs`); the
+columns are the default set and the sweep's own axes (`Leaderboard.columns`), never a fixed list.
+Trials whose knobs differ only in `seed` form one config group. A group is ranked by the mean of
 the objective over its ok trials (ties: lower mean val/loss), and carries mean, std, n and a 95 %
 t interval for the objective and val/loss. Whether the winner is separable from the runners-up is
 decided here, once, so that the terminal, Markdown, HTML and best.yaml all say the same thing.
@@ -12,7 +14,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridtune.collect import STATES, SweepRecords, Trial
+from gridtune import knobs
+from gridtune.sweepdir import STATES, Sweep, Trial
+from gridtune.sweepdir import counts as state_counts
 
 # Two-sided 95 % Student t quantiles t_{0.975, df} for df = 1..30; larger df use an expansion.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -20,9 +24,6 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
          2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 # Objectives where lower is better when the mode is not given explicitly.
 _LOWER_IS_BETTER = ("loss", "ece", "overconfidence", "error", "time")
-# Param order for display; anything else that varies is appended alphabetically.
-PARAM_ORDER = ("dropout", "lr", "l2", "optim", "sched", "lr_conv", "lr_head", "momentum",
-               "weight_decay", "batch_size", "epochs", "model", "augment", "seed")
 
 
 def t975(df: int) -> float:
@@ -76,7 +77,8 @@ class Group:
 
     @property
     def seeds(self) -> list:
-        return sorted({t.params.get("seed") for t in self.members if t.params.get("seed") is not None}, key=str)
+        seeds = {knobs.value(t.params, t.overrides, "seed") for t in self.members}
+        return sorted((s for s in seeds if s is not None), key=str)
 
     @property
     def representative(self) -> Trial:
@@ -90,32 +92,44 @@ class Group:
         """The override list the final run applies: the representative's, minus seed when averaged over seeds."""
         items = list(self.representative.overrides)
         if len(self.seeds) > 1:
-            items = [o for o in items if str(o).lstrip("+~").split("=", 1)[0].rsplit(".", 1)[-1] != "seed"]
+            items = [o for o in items if knobs.split_override(o)[0] != "seed"]
         return items
 
 
 @dataclass
 class Leaderboard:
-    records: SweepRecords
+    records: Sweep
     objective: str
     mode: str
     groups: list[Group]               # ranked, best first
     not_ranked: list[Trial]
-    varying: list[str]                # params (seed included) that take more than one value
+    varying: list[str]                # the grid's axes: knobs (seed included) taking more than one value
+    base: list[str] = field(default_factory=list)   # always-shown knobs: dropout, the LR(s) used, l2
+    reasons: dict = field(default_factory=dict)     # trial id -> why an ok trial was not ranked
     separable: bool = False
     separability: str = "n/a"         # separable | not separable | unknown | n/a
     note: str = ""
 
     @property
     def sweep_dir(self) -> Path:
-        return self.records.sweep_dir
+        return self.records.dir
 
     @property
     def counts(self) -> dict:
-        counts = {s: 0 for s in STATES}
-        for t in self.records.trials:
-            counts[t.state] += 1
-        return {s: n for s, n in counts.items() if n}
+        return state_counts(self.records.trials)
+
+    @property
+    def extra(self) -> list[str]:
+        """Axes shown after the metrics: every varying knob not in `base`, seed aside."""
+        return [k for k in self.varying if k not in self.base and k != "seed"]
+
+    def reason(self, t: Trial) -> str | None:
+        return self.reasons.get(t.trial_id, t.reason)
+
+    @staticmethod
+    def value(t: Trial, key: str):
+        """A trial's value of one knob (recorded params, else its overrides)."""
+        return knobs.value(t.params, t.overrides, key)
 
     @property
     def winner(self) -> Group | None:
@@ -136,26 +150,26 @@ def _hashable(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def varying_params(trials: list[Trial]) -> list[str]:
-    values: dict[str, set] = {}
-    for t in trials:
-        for k, v in t.params.items():
-            values.setdefault(k, set()).add(_hashable(v))
-    keys = [k for k, vs in values.items() if len(vs) > 1]
-    # per-group LRs that only follow lr (their default) add columns that say nothing new
-    for derived in ("lr_conv", "lr_head"):
-        if derived in keys and all(t.params.get(derived) == t.params.get("lr") for t in trials):
-            keys.remove(derived)
-    return [k for k in PARAM_ORDER if k in keys] + sorted(k for k in keys if k not in PARAM_ORDER)
+def base_knobs(trials: list[Trial]) -> list[str]:
+    """dropout, LR, l2; the LR column becomes one per parameter group when a group did not train at lr."""
+    lrs = [k for _, k in knobs.GROUP_LRS] if knobs.lr_split(trials) else ["lr"]
+    return [k for d in knobs.DEFAULT for k in (lrs if d == "lr" else [d])]
 
 
-def _group(trials: list[Trial]) -> dict[str, Group]:
+def config_of(t: Trial, keys: list[str]) -> dict:
+    """The trial's knobs without its seed: recorded params, plus what its overrides set for `keys`."""
+    config = {k: v for k, v in t.params.items() if k != "seed"}
+    config.update({k: knobs.value(t.params, t.overrides, k) for k in keys if k != "seed"})
+    return config
+
+
+def _group(trials: list[Trial], keys: list[str], rankable) -> dict[str, Group]:
     groups: dict[str, Group] = {}
     for t in trials:
-        config = {k: v for k, v in t.params.items() if k != "seed"}
+        config = config_of(t, keys)
         key = _hashable(config)
         group = groups.setdefault(key, Group(key=key, params=config, members=[]))
-        (group.members if t.state == "ok" else group.others).append(t)
+        (group.members if rankable(t) else group.others).append(t)
     return groups
 
 
@@ -192,15 +206,18 @@ def _separability(board: Leaderboard) -> None:
         board.note += "; runner-up has a single seed"
 
 
-def build(records: SweepRecords, objective: str, mode: str) -> Leaderboard:
-    """Group, rank and judge separability. Ok trials without the objective are moved to not-ranked."""
+def build(records: Sweep, objective: str, mode: str) -> Leaderboard:
+    """Group, rank and judge separability. Ok trials without the objective are listed as not ranked."""
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
-    for t in records.trials:
-        if t.state == "ok" and t.metric(objective) is None:
-            t.state = "failed"
-            t.reason = f"status ok but metrics[{objective!r}] is missing or not finite"
-    groups = [g for g in _group(records.trials).values() if g.members]
+    reasons = {t.trial_id: f"status ok but metrics[{objective!r}] is missing or not finite"
+               for t in records.trials if t.state == "ok" and t.metric(objective) is None}
+
+    def rankable(t: Trial) -> bool:
+        return t.state == "ok" and t.trial_id not in reasons
+    varying = knobs.axes(records.trials)
+    base = base_knobs(records.trials)
+    groups = [g for g in _group(records.trials, varying + base, rankable).values() if g.members]
     sign = -1.0 if mode == "max" else 1.0
     for g in groups:
         g.members.sort(key=lambda t: (sign * t.metric(objective), t.metric("val/loss") or math.inf, t.trial_id))
@@ -212,9 +229,9 @@ def build(records: SweepRecords, objective: str, mode: str) -> Leaderboard:
                                g.representative.trial_id))
     for i, g in enumerate(groups, 1):
         g.rank = i
-    not_ranked = sorted((t for t in records.trials if t.state != "ok"),
+    not_ranked = sorted((t for t in records.trials if not rankable(t)),
                         key=lambda t: (STATES.index(t.state), t.trial_id))
     board = Leaderboard(records=records, objective=objective, mode=mode, groups=groups,
-                        not_ranked=not_ranked, varying=varying_params(records.trials))
+                        not_ranked=not_ranked, varying=varying, base=base, reasons=reasons)
     _separability(board)
     return board

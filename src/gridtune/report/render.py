@@ -1,7 +1,8 @@
 """Text renderings of a leaderboard: the display table, the terminal table, leaderboard.csv and .md.
 
 The display columns follow the hand-made "Top Performers" table (Rank, Run ID, Dropout, LR, L2,
-Val Accuracy, Val Loss, ...), with extra columns only for params that vary across the sweep. The
+Val Accuracy, Val Loss, ...), with extra columns for the sweep's own axes (`Leaderboard.extra`);
+where a parameter group did not train at `lr`, the LR column is one column per group. The
 HTML report uses `table()` and `not_ranked_rows()` from here so every output shows the same cells.
 """
 from __future__ import annotations
@@ -10,16 +11,13 @@ import csv
 import io
 import math
 
-from gridtune.leaderboard import PARAM_ORDER, Group, Leaderboard, Stat
+from gridtune.knobs import title as knob_title
+from gridtune.report.leaderboard import Group, Leaderboard, Stat
 
 # (metric key, column title) shown for every config, in this order.
 METRICS = (("val/acc", "Val Accuracy"), ("val/loss", "Val Loss"), ("val/bal_acc", "Bal. Acc"),
            ("val/macro_f1", "Macro-F1"), ("val/ece", "ECE"), ("val/confidence", "Confidence"))
 ALL_METRICS = [k for k, _ in METRICS] + ["val/overconfidence", "train/loss", "train/acc"]
-BASE_PARAMS = (("dropout", "Dropout"), ("lr", "LR"), ("l2", "L2"))
-TITLES = {"optim": "Optim", "sched": "Sched", "lr_conv": "LR conv", "lr_head": "LR head",
-          "momentum": "Momentum", "weight_decay": "Weight decay", "batch_size": "Batch",
-          "epochs": "Max epochs", "model": "Model", "augment": "Augment"}
 NOT_RANKED_COLUMNS = ["Trial", "Status", "Config", "Reason"]
 
 
@@ -65,21 +63,16 @@ def group_status(group: Group) -> str:
     return status
 
 
-def extra_params(board: Leaderboard) -> list[str]:
-    base = {k for k, _ in BASE_PARAMS}
-    return [k for k in board.varying if k not in base and k != "seed"]
-
-
 def _show_seeds(board: Leaderboard) -> bool:
     return "seed" in board.varying or any(g.objective.n > 1 for g in board.groups)
 
 
 def columns(board: Leaderboard) -> list[str]:
-    cols = ["Rank", "Run ID"] + [title for _, title in BASE_PARAMS]
+    cols = ["Rank", "Run ID"] + [knob_title(k) for k in board.base]
     if board.objective not in dict(METRICS):
         cols.append(board.objective)
     cols += [title for _, title in METRICS] + ["Best Epoch", "Epochs", "Status", "Time"]
-    cols += [TITLES.get(k, k) for k in extra_params(board)]
+    cols += [knob_title(k) for k in board.extra]
     if _show_seeds(board):
         cols += ["Seeds", "95% CI"]
     return cols
@@ -88,7 +81,7 @@ def columns(board: Leaderboard) -> list[str]:
 def row(board: Leaderboard, group: Group) -> list[str]:
     rep = group.representative
     cells = [str(group.rank), rep.trial_id + (f" +{len(group.members) - 1}" if len(group.members) > 1 else "")]
-    cells += [fmt_value(group.params.get(k)) for k, _ in BASE_PARAMS]
+    cells += [fmt_value(group.params.get(k)) for k in board.base]
     stat = {key: Stat.of(t.metric(key) for t in group.members) for key, _ in METRICS}
     stat[board.objective] = group.objective
     if board.objective not in dict(METRICS):
@@ -97,7 +90,7 @@ def row(board: Leaderboard, group: Group) -> list[str]:
     cells += [_int_range(t.get("best_epoch") for t in group.members),
               _int_range(t.get("epochs_run") for t in group.members),
               group_status(group), fmt_time(Stat.of(t.get("wall_time_s") for t in group.members).mean)]
-    cells += [fmt_value(group.params.get(k)) for k in extra_params(board)]
+    cells += [fmt_value(group.params.get(k)) for k in board.extra]
     if _show_seeds(board):
         o = group.objective
         cells += [str(o.n), f"[{o.lo:.4f}, {o.hi:.4f}]" if o.n > 1 else "n=1"]
@@ -110,7 +103,7 @@ def table(board: Leaderboard, top: int | None = None) -> tuple[list[str], list[l
 
 
 def not_ranked_rows(board: Leaderboard) -> list[list[str]]:
-    return [[t.trial_id, t.state, " ".join(map(str, t.overrides)) or "-", t.reason or "-"]
+    return [[t.trial_id, t.state, " ".join(map(str, t.overrides)) or "-", board.reason(t) or "-"]
             for t in board.not_ranked]
 
 
@@ -168,7 +161,8 @@ def _stat_fields(prefix: str, stat: Stat | None) -> dict:
 def csv_records(board: Leaderboard) -> list[dict]:
     """Every ranked config with every column, numbers unformatted (one record per config group)."""
     keys = {k for g in board.groups for k in g.params}
-    params = [k for k in PARAM_ORDER if k in keys] + sorted(keys - set(PARAM_ORDER))
+    params = [k for k in board.base + board.extra if k in keys]
+    params += sorted(keys - set(params))
     records = []
     for g in board.groups:
         rec = {"rank": g.rank, "run_id": g.representative.trial_id,

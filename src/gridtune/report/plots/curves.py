@@ -1,14 +1,14 @@
 """Per-epoch and calibration plots: the learning-curve grid, the per-value overlay and the
-reliability diagrams. Shared helpers and the entry point are in `plots.py`.
+reliability diagrams. Shared helpers are in `figure`, the entry point in `draw`.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from gridtune.collect import Trial
-from gridtune.leaderboard import Leaderboard
-from gridtune.plots import PlotFile, config_keys, config_label, is_numeric, new_figure, save
+from gridtune.sweepdir import Trial
+from gridtune.report.leaderboard import Leaderboard
+from gridtune.report.plots.figure import PlotFile, config_keys, config_label, is_numeric, new_figure, save
 
 MAX_RANKED_PANELS = 12
 MAX_DIVERGED_PANELS = 4
@@ -97,8 +97,8 @@ def plot_curves(board: Leaderboard, path: Path) -> PlotFile | None:
                 ax.axvline(epoch, color="red", linewidth=2)
                 ax.text(epoch, 0.5, " NaN ", transform=ax.get_xaxis_transform(), color="red",
                         ha="right", va="center", fontsize=8, fontweight="bold")
-            ax.set_title(f"DIVERGED at epoch {epoch}  {t.trial_id}\n{config_label(t.params, keys)}",
-                         fontsize=8.5, color="red")
+            label = config_label({k: board.value(t, k) for k in keys}, keys)
+            ax.set_title(f"DIVERGED at epoch {epoch}  {t.trial_id}\n{label}", fontsize=8.5, color="red")
             ax.set_facecolor("#fff0f0")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5))

@@ -2,7 +2,7 @@
 
 Sections: summary (sweep, trials by status, winner, separability), leaderboard, not ranked,
 plots, skipped files. The page loads nothing from the network, so it can be mailed or opened
-from a cluster's scratch space as is. Table cells come from `gridtune.render`, like the Markdown.
+from a cluster's scratch space as is. Table cells come from `render`, like the Markdown.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import base64
 from html import escape
 from pathlib import Path
 
-from gridtune import render
-from gridtune.collect import STATES
-from gridtune.leaderboard import Leaderboard, Stat
 from gridtune.records import atomic_write_text
+from gridtune.report import render
+from gridtune.report.leaderboard import Leaderboard, Stat
+from gridtune.sweepdir import STATES
 
 CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -31,7 +31,8 @@ td.reason { white-space: normal; max-width: 60em; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 13px; max-width: 70em; }
 .state-diverged, .state-failed, .state-oom, .state-torn { color: #b22; font-weight: 600; }
-.state-running { color: #2761b5; font-weight: 600; } .state-missing { color: #8a6d00; font-weight: 600; }
+.state-running { color: #2761b5; font-weight: 600; }
+.state-interrupted, .state-pending, .state-stopped { color: #8a6d00; font-weight: 600; }
 """
 
 
@@ -95,7 +96,7 @@ def _per_class(board: Leaderboard, n: int = 3) -> str:
 
 
 def render_html(board: Leaderboard, figures: list = (), best: dict | None = None, top: int | None = None) -> str:
-    """The whole page as a string; `figures` are plots.PlotFile entries whose PNGs get embedded."""
+    """The whole page as a string; `figures` are plots.figure.PlotFile entries whose PNGs get embedded."""
     parts = [f"<h1>Sweep report: {escape(board.records.name)}</h1>",
              "<h2>Summary</h2>", _summary(board, best), "<h2>Leaderboard</h2>"]
     if board.groups:

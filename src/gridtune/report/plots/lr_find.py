@@ -1,6 +1,7 @@
 """The LR range test's figure: loss and smoothed loss against the learning rate, with the suggestion.
 
-matplotlib (Agg) is imported inside `plot`, so `gridtune.lr_find` itself stays light.
+Drawn with the report's own helpers (`figure.new_figure`, `figure.save`); matplotlib is imported
+only when `plot` runs, so `gridtune.lr_find` itself stays light.
 """
 from __future__ import annotations
 
@@ -8,22 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import records
-from .lr_find import fmt_lr
+from gridtune.knobs import fmt_lr
+from gridtune.report.plots.figure import new_figure, save
 
 METHODS = {"steepest": "steepest descent of the smoothed loss", "min/10": "lowest smoothed loss / 10"}
 
 
 def plot(path: Path, rec: dict) -> None:
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     lrs, losses = np.asarray(rec["lrs"], float), np.array([np.nan if v is None else v for v in rec["losses"]])
     smoothed = np.asarray(rec["smoothed"], float)
     s, n, i_min, grid = rec["suggested_lr"], len(smoothed), rec["min_index"], rec["suggested_grid"]
-    fig = Figure(figsize=(9, 6), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(9, 6)
     ax = fig.add_subplot()
     ax.axvspan(min(grid), max(grid), color="C3", alpha=0.07)
     for i, v in enumerate(grid):
@@ -54,6 +50,4 @@ def plot(path: Path, rec: dict) -> None:
     ax.grid(True, which="major", alpha=0.35)
     ax.grid(True, which="minor", alpha=0.1)
     fig.legend(loc="outside lower center", ncols=2, fontsize=9, frameon=False)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    records.atomic_write_bytes(path, buf.getvalue())
+    save(fig, path)

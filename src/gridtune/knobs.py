@@ -1,0 +1,150 @@
+"""The grid's knobs: which config keys a sweep varies, each trial's value of them, and its group LRs.
+
+Nothing here keeps a list of knobs by hand. A trial's `params` (in result.json and the manifest)
+are a small default set plus every key of its own overrides; the leaderboard's columns, the
+plots' axes and best.yaml use the keys whose values differ across the sweep's trials (`axes`).
+The learning rate reaches the optimizer as `lr` -> `lr_conv` / `lr_head` -> `optim.lr_conv` /
+`optim.lr_head`; `group_lrs` and `set_apart` are the one place that follows that chain, so a
+row shows the rate each parameter group actually used. omegaconf is imported only by the
+functions that take a composed config; the rest is standard library (the reducer uses it).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+DEFAULT = ("dropout", "lr", "l2")                   # always shown, as in the report's table
+GROUP_LRS = (("conv", "lr_conv"), ("head", "lr_head"))   # parameter group -> its LR knob
+RECORDED = (*DEFAULT, "seed", *(k for _, k in GROUP_LRS), "batch_size")   # in every trial's params
+# Where things run and are written, not what a trial computes: never an axis.
+NOT_AXES = ("hydra", "launcher", "tracking", "final", "out_root", "sweep_name", "device", "data.root",
+            "data.cache_dir")
+TITLES = {"dropout": "Dropout", "lr": "LR", "l2": "L2", "lr_conv": "LR conv", "lr_head": "LR head",
+          "batch_size": "Batch", "epochs": "Max epochs", "weight_decay": "Weight decay"}
+
+
+def split_override(override: str) -> tuple[str, str | None]:
+    """("optim.momentum", "0.9") from "+optim.momentum=0.9"; (key, None) for a deletion or a bare key."""
+    key, sep, value = str(override).lstrip("+~").partition("=")
+    return key.strip(), (value.strip() if sep else None)
+
+
+def is_axis_key(key: str) -> bool:
+    return bool(key) and not any(key == p or key.startswith((p + ".", p + "/")) for p in NOT_AXES)
+
+
+def parse_value(text: str | None):
+    """An override's value as Hydra would type it, for records that carry no params."""
+    if text is None or text.lower() in ("null", "none", ""):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip("'\"")
+
+
+def value(params: dict, overrides: list, key: str):
+    """A trial's value of `key`: its recorded params, else the last override that sets it."""
+    if key in params:
+        return params[key]
+    found = None
+    for o in overrides or []:
+        k, v = split_override(o)
+        if k == key:
+            found = parse_value(v)
+    return found
+
+
+def known(params: dict, overrides: list, key: str) -> bool:
+    return key in params or any(split_override(o)[0] == key for o in overrides or [])
+
+
+def _hashable(v) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def axes(trials) -> list[str]:
+    """Keys (seed included) that take more than one value across trials (objects with `params` and
+    `overrides`), in the order the overrides name them; trials that do not know a key are left out."""
+    order: list[str] = []
+    for t in trials:
+        for o in t.overrides or []:
+            k = split_override(o)[0]
+            if is_axis_key(k) and k not in order:
+                order.append(k)
+    order += [k for k in RECORDED if k not in order]
+    keys = []
+    for k in order:
+        seen = {_hashable(value(t.params, t.overrides, k)) for t in trials if known(t.params, t.overrides, k)}
+        if len(seen) > 1:
+            keys.append(k)
+    if not lr_split(trials):        # the group LRs only followed lr: columns that would say nothing new
+        keys = [k for k in keys if k not in {key for _, key in GROUP_LRS}]
+    return keys
+
+
+def lr_split(trials) -> bool:
+    """True when some trial's parameter groups did not all use its `lr` (then `lr` is not a rate any
+    group trained at, and the per-group rates are shown instead)."""
+    for t in trials:
+        base = value(t.params, t.overrides, "lr")
+        for _, key in GROUP_LRS:
+            v = value(t.params, t.overrides, key)
+            if isinstance(v, (int, float)) and isinstance(base, (int, float)) and not math.isclose(v, base):
+                return True
+    return False
+
+
+def is_lr(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return last == "lr" or last.startswith("lr_")
+
+
+def title(key: str) -> str:
+    last = key.rsplit(".", 1)[-1]
+    return TITLES.get(key) or TITLES.get(last) or last.replace("_", " ").capitalize()
+
+
+def fmt_lr(v: float, digits: int = 2) -> str:
+    """0.016, 2e-3, 3.7e-4, 10: short, and read back as the same float by Hydra's override grammar."""
+    if 1e-2 <= v < 1e4:
+        return f"{float(f'{v:.{digits}g}'):g}"
+    mantissa, exp = f"{v:.{digits - 1}e}".split("e")
+    return f"{float(mantissa):g}e{int(exp)}"
+
+
+# -- from a composed config ---------------------------------------------------------------------
+def group_lrs(cfg) -> dict[str, float]:
+    """{"conv": ..., "head": ...}: the LR each parameter group starts at (optim.lr_conv / lr_head, resolved)."""
+    return {group: float(cfg.optim[key]) for group, key in GROUP_LRS}
+
+
+def set_apart(cfg) -> list[str]:
+    """The group LR knobs (lr_conv, lr_head) that do not follow `lr`: those a change of lr leaves alone."""
+    from omegaconf import OmegaConf
+    doubled = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    doubled.lr = 2 * cfg.lr
+    moved = group_lrs(doubled)
+    return [key for group, key in GROUP_LRS if not math.isclose(moved[group], 2 * float(cfg.optim[key]))]
+
+
+def params_of(cfg, overrides=(), batch_size: int | None = None) -> dict:
+    """A trial's knobs, flat: RECORDED (the group LRs and batch size as used) plus every override key's value."""
+    from omegaconf import DictConfig, OmegaConf
+    lrs = group_lrs(cfg)
+    params = {"dropout": cfg.dropout, "lr": cfg.lr, "l2": cfg.l2, "seed": cfg.seed,
+              **{key: lrs[group] for group, key in GROUP_LRS}, "batch_size": batch_size or cfg.train.batch_size}
+    for o in overrides or []:
+        key, text = split_override(o)
+        if not is_axis_key(key) or key in params:
+            continue
+        node = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if isinstance(node, DictConfig):     # a group choice (optim=sgd): the option's name
+            params[key] = text
+        else:
+            params[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return params
