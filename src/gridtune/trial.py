@@ -32,14 +32,36 @@ def params_of(cfg: DictConfig, batch_size: int | None = None) -> dict:
             "augment": cfg.augment.name}
 
 
-def final_record(out_dir: Path, tid: str) -> dict | None:
+def final_record(out_dir: Path, tid: str, cache_key: str | None = None) -> dict | None:
+    """The trial's result.json when it is final (ok or diverged); with `cache_key`, only when it was
+    also trained on that data (the cache key it records)."""
     try:
         rec = records.read_json(Path(out_dir) / records.RESULT)
     except (FileNotFoundError, records.TornRecord):
         return None
-    if rec.get("trial_id") == tid and rec.get("status") in records.FINAL_STATUSES:
+    if rec.get("trial_id") == tid and rec.get("status") in records.FINAL_STATUSES and (
+            cache_key is None or rec.get("cache_hash") == cache_key):
         return rec
     return None
+
+
+def _current_key(cfg: DictConfig) -> str | None:
+    """The cache key of the trial's data as it is now; None when it cannot be told (then a final
+    record stands: a data root that is away must not throw finished trials out)."""
+    from .layouts import DataError
+    from .preflight import data_key
+    try:
+        return data_key(cfg)
+    except (DataError, OSError):
+        return None
+
+
+def _set_aside(out: Path, stale: dict, key: str) -> None:
+    """A final record trained on other data: keep it beside as result.<old key>.json and start over."""
+    old = stale.get("cache_hash") or "unknown"
+    os.replace(out / records.RESULT, out / f"result.{old}.json")
+    (out / records.CHECKPOINT).unlink(missing_ok=True)
+    print(f"[gridtune] {out.name}: trained on other data (cache key {old} != {key}); running again", flush=True)
 
 
 def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | None = None,
@@ -47,7 +69,8 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tid = trial_id(cfg)
-    done = final_record(out, tid)
+    key = _current_key(cfg)
+    done = final_record(out, tid, key)
     if done is not None:
         print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
         return done
@@ -56,10 +79,13 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
         print(f"[gridtune] {tid}: claimed by {held.get('host')}:{held.get('pid')}, not run here", flush=True)
         return {"trial_id": tid, "status": "claimed", "claim": held}
     try:
-        done = final_record(out, tid)       # another driver may have finished it between the look and the claim
+        done = final_record(out, tid, key)  # another driver may have finished it between the look and the claim
         if done is not None:
             print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
             return done
+        stale = final_record(out, tid)
+        if stale is not None:
+            _set_aside(out, stale, key)
         for tmp in out.glob(".*.tmp"):      # temp files of a writer killed before its rename
             tmp.unlink(missing_ok=True)
         batch_size = int(cfg.train.batch_size)
