@@ -139,6 +139,7 @@ def test_objective_must_be_a_recorded_metric(demo_root):
         assert preflight.check_data([compose(*FAST, f"data.root={demo_root}", f"objective={name}")]) == []
 
 
+@pytest.mark.slow
 def test_recorded_metrics_are_what_a_trial_records(demo_root, tmp_path):
     from gridtune.trial import run_trial
     rec = run_trial(compose(*FAST, f"data.root={demo_root}"), tmp_path / "t")
@@ -203,3 +204,64 @@ def test_redone_message():
                                                              "(cache key abc ≠ def)"
     assert preflight.redone_message([("abc", "def"), (None, "def")]) == (
         "2 trials redone: trained on other data (1× cache key abc ≠ def; 1× cache key none recorded ≠ def)")
+
+
+@pytest.mark.slow
+def test_rerun_on_other_data_redoes_the_trials(run_gridtune, demo_root, tmp_path):
+    from gridtune.demo_data import generate
+    other = tmp_path / "other"
+    generate(other, per_class=6, test_clips=0, seed=1)
+    args = ("-m", *FAST, "lr=1e-3,1e-4", "sweep_name=ident", f"out_root={tmp_path}")
+    run_gridtune(*args, f"data.root={demo_root}")
+    sweep = tmp_path / "ident"
+    old = {p.parent.name: records.read_json(p)["cache_hash"] for p in sweep.glob("*/result.json")}
+    old_key = preflight.data_key(compose(*FAST, f"data.root={demo_root}"))
+    new_key = preflight.data_key(compose(*FAST, f"data.root={other}"))
+    assert len(old) == 2 and set(old.values()) == {old_key} != {new_key}
+
+    plan = run_gridtune(*args[1:], f"data.root={other}", module="gridtune.plan")
+    assert f"2 trials redone: trained on other data (cache key {old_key} ≠ {new_key})" in plan.stdout
+    assert plan.stdout.count(" redo ") == 2
+    r = run_gridtune(*args, f"data.root={other}")
+    assert "2 trials, 0 already done (skipped), 2 to run" in r.stdout and "2 trials: 2 ok" in r.stdout
+    assert f"2 trials redone: trained on other data (cache key {old_key} ≠ {new_key})" in r.stdout
+    for tid in old:
+        assert records.read_json(sweep / tid / records.RESULT)["cache_hash"] == new_key
+        assert records.read_json(sweep / tid / f"result.{old_key}.json")["cache_hash"] == old_key   # kept beside
+
+    same = run_gridtune(*args, f"data.root={other}")
+    assert "2 trials, 2 already done (skipped), 0 to run" in same.stdout and "redone" not in same.stdout
+
+    wav = sorted((other / layouts.TRAIN_DIR / "pia").glob("*.wav"))[0]
+    os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 1_000_000))   # touched: other data
+    touched = run_gridtune(*args, f"data.root={other}")
+    assert "2 trials, 0 already done (skipped), 2 to run" in touched.stdout
+    assert "2 trials redone: trained on other data (cache key " + new_key in touched.stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_requests_refused_before_submission_and_sbatch_refusal_exits_non_zero(run_gridtune, demo_root,
+                                                                                    tmp_path):
+    import subprocess
+    import uuid
+    name = f"gtpre{uuid.uuid4().hex[:6]}"
+    args = ("-m", *FAST, "lr=1e-3,1e-4", f"data.root={demo_root}", f"out_root={tmp_path}", "launcher=slurm",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.gpus_per_node=0",
+            "hydra.launcher.timeout_min=20", f"hydra.launcher.name={name}")
+    for i, (extra, line) in enumerate([
+            ("hydra.launcher.cpus_per_task=64", "hydra.launcher.cpus_per_task=64: no node of the default partition"),
+            ("hydra.launcher.partition=nope", "hydra.launcher.partition=nope: no such partition (the cluster has:")]):
+        r = run_gridtune(*args, f"sweep_name=pre{i}", extra, check=False)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert any(ln.startswith("gridtune: invalid trial " + line) for ln in r.stderr.splitlines()), r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / f"pre{i}").exists()
+    # a request sinfo cannot judge: sbatch refuses it, and the driver says why and exits non-zero
+    r = run_gridtune(*args, "sweep_name=refused", "hydra.launcher.constraint=nofeature", check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "gridtune: launcher: FailedJobError: sbatch: error: Batch job submission failed: Invalid feature " \
+           "specification" in r.stderr.splitlines()
+    queued = subprocess.run(["squeue", "-h", "--name", name], capture_output=True, text=True, timeout=30).stdout
+    accounted = subprocess.run(["sacct", "-n", "-X", "--name", name, "-S", "now-1hour", "-o", "JobID"],
+                               capture_output=True, text=True, timeout=30).stdout
+    assert queued.strip() == "" and accounted.strip() == ""
