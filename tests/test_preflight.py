@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose
 from gridtune import cluster, data, layouts, metrics, preflight, records
-from gridtune.trial import final_record
+from gridtune.trial import final_record, same_data
 
 FAST = ("preset=debug", "train.epochs=1")
 
@@ -192,11 +192,11 @@ def test_data_key_is_the_key_the_cache_opens(fresh_data):
         preflight.data_key(cfg)                                                        # other audio params
 
 
-def test_final_record_counts_only_on_the_same_data(tmp_path):
+def test_a_final_record_counts_only_on_the_same_data(tmp_path):
     records.write_json(tmp_path / records.RESULT, {"trial_id": "t1", "status": "ok", "cache_hash": "aaa"})
-    assert final_record(tmp_path, "t1") is not None
-    assert final_record(tmp_path, "t1", "aaa") is not None
-    assert final_record(tmp_path, "t1", "bbb") is None
+    rec = final_record(tmp_path, "t1")
+    assert same_data(rec, "aaa") and not same_data(rec, "bbb")
+    assert same_data(rec, None)                  # the data cannot be indexed now: the record stands
 
 
 def test_redone_message():

@@ -1,6 +1,7 @@
 """One trial: a composed config in, a trained CNN and an atomic `result.json` out.
 
-`run_trial(cfg, out_dir)` skips a trial whose record is already final, claims the directory,
+`run_trial(cfg, out_dir)` skips a trial whose record is already final and was trained on the data
+as it is now (the cache key its record holds; a record of other data is set aside), claims the directory,
 resumes from the last completed epoch when a checkpoint is there (a requeued or killed job), and
 records expected failures (divergence, CUDA OOM, any exception) as a status instead of raising,
 so a sweep always goes on. `TrialRun` is the engine it drives; the final run reuses it.
@@ -32,17 +33,20 @@ def params_of(cfg: DictConfig, batch_size: int | None = None) -> dict:
             "augment": cfg.augment.name}
 
 
-def final_record(out_dir: Path, tid: str, cache_key: str | None = None) -> dict | None:
-    """The trial's result.json when it is final (ok or diverged); with `cache_key`, only when it was
-    also trained on that data (the cache key it records)."""
+def final_record(out_dir: Path, tid: str) -> dict | None:
     try:
         rec = records.read_json(Path(out_dir) / records.RESULT)
     except (FileNotFoundError, records.TornRecord):
         return None
-    if rec.get("trial_id") == tid and rec.get("status") in records.FINAL_STATUSES and (
-            cache_key is None or rec.get("cache_hash") == cache_key):
+    if rec.get("trial_id") == tid and rec.get("status") in records.FINAL_STATUSES:
         return rec
     return None
+
+
+def same_data(rec: dict, cache_key: str | None) -> bool:
+    """Whether a trial record was trained on the data whose cache key is `cache_key` (the key its
+    result.json records); None, a key that cannot be told, counts as the same."""
+    return cache_key is None or rec.get("cache_hash") == cache_key
 
 
 def _current_key(cfg: DictConfig) -> str | None:
@@ -70,8 +74,8 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
     out.mkdir(parents=True, exist_ok=True)
     tid = trial_id(cfg)
     key = _current_key(cfg)
-    done = final_record(out, tid, key)
-    if done is not None:
+    done = final_record(out, tid)
+    if done is not None and same_data(done, key):
         print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
         return done
     held = claims.acquire(out)
@@ -79,13 +83,12 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
         print(f"[gridtune] {tid}: claimed by {held.get('host')}:{held.get('pid')}, not run here", flush=True)
         return {"trial_id": tid, "status": "claimed", "claim": held}
     try:
-        done = final_record(out, tid, key)  # another driver may have finished it between the look and the claim
-        if done is not None:
+        done = final_record(out, tid)       # another driver may have finished it between the look and the claim
+        if done is not None and same_data(done, key):
             print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
             return done
-        stale = final_record(out, tid)
-        if stale is not None:
-            _set_aside(out, stale, key)
+        if done is not None:                # final, but trained on other data
+            _set_aside(out, done, key)
         for tmp in out.glob(".*.tmp"):      # temp files of a writer killed before its rename
             tmp.unlink(missing_ok=True)
         batch_size = int(cfg.train.batch_size)

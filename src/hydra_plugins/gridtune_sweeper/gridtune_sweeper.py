@@ -2,8 +2,9 @@
 
 Before launching anything it composes every trial of the grid (CLI lists, `hydra.sweeper.params`
 from a grid file, `repeats`), validates each one and stops with one line per problem and a non-zero
-exit if any is invalid, so no job is submitted, not even the valid ones. It computes each trial's
-id, drops duplicates, skips trials whose record is final (ok or diverged), writes the manifest and
+exit if any is invalid (gridtune.preflight adds the data and SLURM checks), so no job is submitted,
+not even the valid ones. It computes each trial's id, drops duplicates, skips trials whose record is
+final (ok or diverged) and holds the cache key of the data as it is now, writes the manifest and
 each pending trial's config into its directory, prepares the shared audio cache once, and then
 launches the rest as one array, `launcher.trials_per_job` trials per job. `dry_run: true` (used by
 `python -m gridtune.plan`) stops after printing the plan.
@@ -65,7 +66,7 @@ class GridtuneSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from gridtune import config as gconfig, preflight, records
-        from gridtune.trial import final_record, params_of
+        from gridtune.trial import final_record, params_of, same_data
         t0 = time.perf_counter()
         loader = self.hydra_context.config_loader
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -104,7 +105,7 @@ class GridtuneSweeper(Sweeper):
         done, stale = set(), {}
         for t in trials:      # done: final, and trained on the data as it is now (same cache key)
             rec = final_record(sweep_dir / t["trial_id"], t["trial_id"])
-            if rec is not None and rec.get("cache_hash") == t["cache_key"]:
+            if rec is not None and same_data(rec, t["cache_key"]):
                 done.add(t["trial_id"])
             elif rec is not None:
                 stale[t["trial_id"]] = (rec.get("cache_hash"), t["cache_key"])
