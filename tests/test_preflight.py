@@ -249,10 +249,12 @@ def test_slurm_requests_refused_before_submission_and_sbatch_refusal_exits_non_z
     args = ("-m", *FAST, "lr=1e-3,1e-4", f"data.root={demo_root}", f"out_root={tmp_path}", "launcher=slurm",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.gpus_per_node=0",
             "hydra.launcher.timeout_min=20", f"hydra.launcher.name={name}")
-    for i, (extra, line) in enumerate([
-            ("hydra.launcher.cpus_per_task=64", "hydra.launcher.cpus_per_task=64: no node of the default partition"),
-            ("hydra.launcher.partition=nope", "hydra.launcher.partition=nope: no such partition (the cluster has:")]):
-        r = run_gridtune(*args, f"sweep_name=pre{i}", extra, check=False)
+    for i, (module, extra, line) in enumerate([      # the driver and the dry run say the same
+            ("gridtune.sweep", "hydra.launcher.cpus_per_task=64",
+             "hydra.launcher.cpus_per_task=64: no node of the default partition"),
+            ("gridtune.plan", "hydra.launcher.partition=nope",
+             "hydra.launcher.partition=nope: no such partition (the cluster has:")]):
+        r = run_gridtune(*args, f"sweep_name=pre{i}", extra, module=module, check=False)
         assert r.returncode == 2, r.stdout + r.stderr
         assert any(ln.startswith("gridtune: invalid trial " + line) for ln in r.stderr.splitlines()), r.stderr
         assert "Traceback" not in r.stderr and not (tmp_path / f"pre{i}").exists()

@@ -73,8 +73,8 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tid = trial_id(cfg)
-    key = _current_key(cfg)
     done = final_record(out, tid)
+    key = _current_key(cfg) if done is not None else None    # indexing costs a stat per file: only when needed
     if done is not None and same_data(done, key):
         print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
         return done
@@ -84,6 +84,8 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
         return {"trial_id": tid, "status": "claimed", "claim": held}
     try:
         done = final_record(out, tid)       # another driver may have finished it between the look and the claim
+        if done is not None and key is None:
+            key = _current_key(cfg)
         if done is not None and same_data(done, key):
             print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
             return done
