@@ -99,7 +99,8 @@ class TrialRun:
         state = {"epoch": self.epoch, "model": self.model.state_dict(), "features": self.features.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng_cpu": torch.get_rng_state(), "rng_gen": self.gen.get_state(),
-                 "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs}
+                 "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
+                 "cache_key": self.prepared.entry.key}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         if self.device.type == "cuda":
@@ -114,6 +115,10 @@ class TrialRun:
             s = load_torch(path, self.device)
         except Exception as e:   # an unreadable checkpoint is reported and ignored: start over
             print(f"[gridtune] {path}: unreadable checkpoint ({type(e).__name__}); starting from epoch 1", flush=True)
+            return
+        if s.get("cache_key", self.prepared.entry.key) != self.prepared.entry.key:
+            print(f"[gridtune] {path}: trained on other data (cache key {s['cache_key']}); starting from epoch 1",
+                  flush=True)
             return
         self.model.load_state_dict(s["model"])
         self.features.load_state_dict(s["features"])
@@ -136,8 +141,7 @@ class TrialRun:
                                       batch_size=int(self.cfg.train.eval_batch_size),
                                       amp_dtype=self.amp_dtype, channels_last=self.channels_last)
         m = metrics.classification_metrics(probs, labels, self.classes)
-        flat = {"val/loss": loss, "val/acc": m["acc"], "val/bal_acc": m["bal_acc"], "val/macro_f1": m["macro_f1"],
-                "val/ece": m["ece"], "val/confidence": m["confidence"], "val/overconfidence": m["overconfidence"]}
+        flat = {"val/loss": loss, **{f"val/{k}": m[k] for k in metrics.VAL_SCALARS}}
         return flat, {"per_class_acc": m["per_class_acc"], "calibration": m["calibration"]}
 
     def _improved(self, value: float) -> bool:
@@ -167,7 +171,7 @@ class TrialRun:
             row = {"epoch": epoch, "lr": lrs, **tr, **val, "time_s": time.perf_counter() - t0}
             self.history.append(row)
             if self._improved(value):
-                quality = {k: v for k, v in tr.items() if k in ("train/loss", "train/acc")}
+                quality = {k: v for k, v in tr.items() if k in metrics.TRAIN_RECORDED}
                 self.best = {"value": value, "epoch": epoch, "metrics": {**quality, **val}, "extra": extra}
                 self.bad_epochs = 0
                 save_torch(self.out / records.BEST, {"model": self.model.state_dict(),

@@ -54,6 +54,11 @@ def class_dirs(root: Path, layout: str) -> Path:
     return root / TRAIN_DIR if layout == "irmas" else root
 
 
+def class_folders(base: Path) -> list[str]:
+    """The class folders below `base`, sorted (hidden ones, like the cache, excluded)."""
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def index_train(root: str | Path, layout: str = "auto", classes: list[str] | None = None
                 ) -> tuple[list[Clip], list[str], str]:
     """(clips, class_names, layout) of a training layout. Raises DataError naming what is wrong."""
@@ -66,8 +71,7 @@ def index_train(root: str | Path, layout: str = "auto", classes: list[str] | Non
     base = class_dirs(root, layout)
     if not base.is_dir():
         raise DataError(f"{base}: missing (expected for data.layout={layout})")
-    found = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
-    names = list(classes) if classes else found
+    names = list(classes) if classes else class_folders(base)
     exts = (".png",) if layout == "png" else AUDIO_EXT
     clips: list[Clip] = []
     for label, name in enumerate(names):

@@ -11,6 +11,11 @@ from typing import Any
 import numpy as np
 
 DEFAULT_THRESHOLDS = np.linspace(0.05, 0.95, 19)
+# What a trial records: each epoch's val/loss and val/<scalar of classification_metrics>, and, with
+# its best epoch, these training numbers. An objective must name one of RECORDED.
+VAL_SCALARS = ("acc", "bal_acc", "macro_f1", "ece", "confidence", "overconfidence")
+TRAIN_RECORDED = ("train/loss", "train/acc")
+RECORDED = ("val/loss", *(f"val/{k}" for k in VAL_SCALARS), *TRAIN_RECORDED)
 
 
 def _check_probs(probs: Any, name: str = "probs") -> np.ndarray:

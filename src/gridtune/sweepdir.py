@@ -96,6 +96,12 @@ def done_record(trial_dir: Path, trial_id: str) -> dict | None:
     return None
 
 
+def same_data(rec: dict, cache_key: str | None) -> bool:
+    """Whether a trial record was trained on the data whose cache key is `cache_key` (the key its
+    result.json records); None, a key that cannot be told, counts as the same."""
+    return cache_key is None or rec.get("cache_hash") == cache_key
+
+
 def counts(states) -> dict[str, int]:
     """{state: number} in STATES order, from trials or from their state strings."""
     states = [getattr(s, "state", s) for s in states]

@@ -1,6 +1,7 @@
 """One trial: a composed config in, a trained CNN and an atomic `result.json` out.
 
-`run_trial(cfg, out_dir)` skips a trial whose record is already final, claims the directory,
+`run_trial(cfg, out_dir)` skips a trial whose record is already final and was trained on the data
+as it is now (the cache key its record holds; a record of other data is set aside), claims the directory,
 resumes from the last completed epoch when a checkpoint is there (a requeued or killed job), and
 records expected failures (divergence, CUDA OOM, any exception) as a status instead of raising,
 so a sweep always goes on. `TrialRun` is the engine it drives; the final run reuses it.
@@ -17,7 +18,26 @@ from omegaconf import DictConfig
 from . import claims, records
 from .config import semantic_config, trial_id
 from .knobs import params_of
-from .sweepdir import done_record
+from .sweepdir import done_record, same_data
+
+
+def _current_key(cfg: DictConfig) -> str | None:
+    """The cache key of the trial's data as it is now; None when it cannot be told (then a final
+    record stands: a data root that is away must not throw finished trials out)."""
+    from .layouts import DataError
+    from .preflight import data_key
+    try:
+        return data_key(cfg)
+    except (DataError, OSError):
+        return None
+
+
+def _set_aside(out: Path, stale: dict, key: str) -> None:
+    """A final record trained on other data: keep it beside as result.<old key>.json and start over."""
+    old = stale.get("cache_hash") or "unknown"
+    os.replace(out / records.RESULT, out / f"result.{old}.json")
+    (out / records.CHECKPOINT).unlink(missing_ok=True)
+    print(f"[gridtune] {out.name}: trained on other data (cache key {old} != {key}); running again", flush=True)
 
 
 def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | None = None,
@@ -26,7 +46,8 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
     out.mkdir(parents=True, exist_ok=True)
     tid = trial_id(cfg)
     done = done_record(out, tid)
-    if done is not None:
+    key = _current_key(cfg) if done is not None else None    # indexing costs a stat per file: only when needed
+    if done is not None and same_data(done, key):
         print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
         return done
     held = claims.acquire(out)
@@ -35,9 +56,13 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
         return {"trial_id": tid, "status": "claimed", "claim": held}
     try:
         done = done_record(out, tid)       # another driver may have finished it between the look and the claim
-        if done is not None:
+        if done is not None and key is None:
+            key = _current_key(cfg)
+        if done is not None and same_data(done, key):
             print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
             return done
+        if done is not None:                # final, but trained on other data
+            _set_aside(out, done, key)
         for tmp in out.glob(".*.tmp"):      # temp files of a writer killed before its rename
             tmp.unlink(missing_ok=True)
         batch_size = int(cfg.train.batch_size)

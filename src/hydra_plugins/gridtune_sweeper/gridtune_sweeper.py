@@ -2,8 +2,9 @@
 
 Before launching anything it composes every trial of the grid (CLI lists, `hydra.sweeper.params`
 from a grid file, `repeats`), validates each one and stops with one line per problem and a non-zero
-exit if any is invalid, so no job is submitted, not even the valid ones. It computes each trial's
-id, drops duplicates, skips trials whose record is final (ok or diverged), writes the manifest and
+exit if any is invalid (gridtune.preflight adds the data and SLURM checks), so no job is submitted,
+not even the valid ones. It computes each trial's id, drops duplicates, skips trials whose record is
+final (ok or diverged) and holds the cache key of the data as it is now, writes the manifest and
 each pending trial's config into its directory, prepares the shared audio cache once, and then
 launches the rest as one array, `launcher.trials_per_job` trials per job. `dry_run: true` (used by
 `python -m gridtune.plan`) stops after printing the plan.
@@ -62,7 +63,7 @@ class GridtuneSweeper(Sweeper):
         return grid
 
     def sweep(self, arguments: List[str]) -> Any:
-        from gridtune import config as gconfig, records, sweepdir
+        from gridtune import config as gconfig, preflight, records, sweepdir
         from gridtune.knobs import params_of
         t0 = time.perf_counter()
         loader = self.hydra_context.config_loader
@@ -88,7 +89,7 @@ class GridtuneSweeper(Sweeper):
                 continue
             seen.add(tid)
             trials.append({"trial_id": tid, "overrides": list(overrides), "cfg": cfg})
-        problems += self._check_data(trials)
+        problems += self._check_data(trials) + self._check_launcher(trials)
         if problems:
             for p in problems:
                 print(f"gridtune: invalid trial {p}", file=sys.stderr)
@@ -99,7 +100,13 @@ class GridtuneSweeper(Sweeper):
             sys.exit(2)
         for t in trials:
             gconfig.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
-        done = {t["trial_id"] for t in trials if sweepdir.done_record(sweep_dir / t["trial_id"], t["trial_id"])}
+        done, stale = set(), {}
+        for t in trials:      # done: final, and trained on the data as it is now (same cache key)
+            rec = sweepdir.done_record(sweep_dir / t["trial_id"], t["trial_id"])
+            if rec is not None and sweepdir.same_data(rec, t["cache_key"]):
+                done.add(t["trial_id"])
+            elif rec is not None:
+                stale[t["trial_id"]] = (rec.get("cache_hash"), t["cache_key"])
         todo = [t for t in trials if t["trial_id"] not in done]
         k = max(int(OmegaConf.select(self.config, "launcher.trials_per_job") or 1), 1)
         n_jobs = -(-len(todo) // k)
@@ -108,9 +115,11 @@ class GridtuneSweeper(Sweeper):
         print(f"gridtune: sweep '{cfg0.sweep_name}' in {sweep_dir}: {len(trials)} trials, {len(done)} already done "
               f"(skipped), {len(todo)} to run as {n_jobs} job(s) of <= {k}; est. cost {cost:,} clip-epochs "
               f"(composed in {time.perf_counter() - t0:.1f}s)", flush=True)
+        if stale:
+            print(f"gridtune: {preflight.redone_message(list(stale.values()))}", flush=True)
         if self.dry_run:
             for t in trials:
-                state = "done" if t["trial_id"] in done else "run"
+                state = "done" if t["trial_id"] in done else "redo" if t["trial_id"] in stale else "run"
                 print(f"  {t['trial_id']}  {state:4s}  {' '.join(t['overrides'])}")
             return []
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -131,34 +140,41 @@ class GridtuneSweeper(Sweeper):
             chunk = todo[i:i + k]
             ids = ",".join(f"'{t['trial_id']}'" for t in chunk[1:])
             jobs.append(chunk[0]["overrides"] + ([f"++launcher.chunk=[{ids}]"] if ids else []))
+        broke = False
         try:
             returns = self.launcher.launch(jobs, initial_job_idx=0)
-        except Exception as e:   # a job that died without a result (killed, node lost): records tell the rest
-            print(f"gridtune: launcher: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
-            returns = []
+        except Exception as e:   # sbatch refused, or a job died without a result (killed, node lost)
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            reason = "; ".join(ln for ln in lines if "error" in ln.lower()) or (lines[0] if lines else "")
+            print(f"gridtune: launcher: {type(e).__name__}: {reason}", file=sys.stderr)
+            returns, broke = [], True
         raised = self._raised(returns)
         self._summary(sweep_dir, trials, sweepdir)
-        if raised:   # not a trial's recorded failure: the job itself broke, so say so and exit non-zero
+        if raised or broke:   # not a trial's recorded failure: the job itself broke, so say so and exit non-zero
             sys.exit(1)
         return returns
 
     # -- helpers --------------------------------------------------------------------------------
     def _check_data(self, trials) -> List[str]:
-        """Index each distinct data root once; sets every trial's "n_clips" for the cost estimate."""
-        from gridtune.layouts import DataError, check_features, index_train
-        problems, n_clips = [], {}
+        """gridtune.preflight's data checks (each data root indexed once); sets every trial's "n_clips"
+        (for the cost estimate) and "cache_key" (the data it would train on now)."""
+        from gridtune.preflight import inspect_data
+        facts, problems = inspect_data([t["cfg"] for t in trials])
+        for t, f in zip(trials, facts):
+            t["n_clips"], t["cache_key"] = (f.n_clips, f.cache_key) if f else (0, None)
+        return [f"[{' '.join(trials[i]['overrides'])}] {p}" for i, p in problems]
+
+    @staticmethod
+    def _check_launcher(trials) -> List[str]:
+        """gridtune.preflight's SLURM checks, once per distinct launcher config of the grid."""
+        from gridtune.preflight import check_slurm
+        problems, seen = [], set()
         for t in trials:
-            d = t["cfg"].data
-            key = (str(d.root), str(d.layout), tuple(d.classes or []), str(t["cfg"].features.name))
-            if key not in n_clips:
-                n_clips[key] = 0
-                try:
-                    clips, _, layout = index_train(d.root, d.layout, list(d.classes) if d.classes else None)
-                    check_features(layout, t["cfg"].features.name)
-                    n_clips[key] = len(clips)
-                except (DataError, OSError) as e:
-                    problems.append(f"[{' '.join(t['overrides'])}] {e}")
-            t["n_clips"] = n_clips[key]
+            lc = OmegaConf.select(t["cfg"], "hydra.launcher")
+            key = OmegaConf.to_yaml(lc) if lc is not None else ""
+            if key not in seen:
+                seen.add(key)
+                problems += [p for p in check_slurm(lc) if p not in problems]
         return problems
 
     @staticmethod
