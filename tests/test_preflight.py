@@ -155,6 +155,11 @@ def test_classes_that_do_not_match_the_folders(demo_root):
     assert preflight.check_data([compose(*FAST, f"data.root={demo_root}", "data.classes=null")]) == []
 
 
+def test_a_subset_of_the_class_folders_is_allowed(demo_root):
+    cfg = compose(*FAST, f"data.root={demo_root}", "data.classes=[cel,cla,flu,voi]", "train.batch_size=4")
+    assert preflight.check_data([cfg]) == []
+
+
 def test_a_class_with_too_few_recordings(fresh_data):
     cel = fresh_data / layouts.TRAIN_DIR / "cel"
     groups = sorted({layouts.group_of(p.name) for p in cel.glob("*.wav")})
