@@ -78,15 +78,14 @@ def check_windows(trained, max_windows: int = 32) -> tuple[np.ndarray, str]:
 def _save_bytes(fmt: str, module, example, path: Path) -> None:
     import logging
     import warnings
-
-    import torch
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)    # optional-operator notes, not problems
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (UserWarning, FutureWarning, DeprecationWarning))
-        _save(fmt, torch, module, example, path)
+        _save(fmt, module, example, path)
 
 
-def _save(fmt: str, torch, module, example, path: Path) -> None:
+def _save(fmt: str, module, example, path: Path) -> None:
+    import torch
     batch = torch.export.Dim("batch", min=1)
     if fmt == "pt2":
         buf = io.BytesIO()
@@ -115,7 +114,7 @@ def run_artifact(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
 
     import torch
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (UserWarning, FutureWarning))
+        warnings.simplefilter("ignore", (UserWarning, FutureWarning, DeprecationWarning))
         m = torch.export.load(str(path)).module() if fmt == "pt2" else torch.jit.load(str(path)).eval()
     with torch.no_grad():
         return m(torch.from_numpy(x)).numpy()
