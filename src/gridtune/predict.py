@@ -55,6 +55,12 @@ def expand(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return list(found), missing
 
 
+def decode_threads() -> int:
+    """Decoder threads: libsndfile and resample_poly release the GIL; more than 4 only contend."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, usable))
+
+
 def _decode(path: Path, sample_rate: int):
     try:
         return cache.decode_as_stored(path, sample_rate), None
@@ -123,6 +129,18 @@ def label(trained, paths: list[Path], *, prob_fn, batch_size: int, threshold: fl
     flush()
 
 
+def model_fn(trained, device, amp: str | None = None):
+    """The test evaluation's prob_fn for this model, with the autocast and memory format training chose."""
+    import torch
+
+    from .loop import resolve_amp
+    amp_dtype = resolve_amp(amp or str(trained.cfg.train.amp), device)[0]
+    channels_last = str(trained.cfg.train.channels_last) != "False"
+    if channels_last:
+        trained.model.to(memory_format=torch.channels_last)
+    return evaluate.model_prob_fn(trained.model, trained.features, device, amp_dtype, channels_last)
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m gridtune.predict", description=(
         "Predict the instruments in recordings with a final run's model (or a trial's best.pt)."))
@@ -154,10 +172,7 @@ def _note(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    import torch
-
     from .engine import pick_device
-    from .loop import resolve_amp
     from .trial import set_threads
     try:
         device = pick_device(args.device)
@@ -174,11 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = trained.cfg
     set_threads(cfg)
     threshold = args.threshold if args.threshold is not None else trained.threshold
-    amp_dtype = resolve_amp(args.amp or str(cfg.train.amp), device)[0]
-    channels_last = str(cfg.train.channels_last) != "False"
-    if channels_last:
-        trained.model.to(memory_format=torch.channels_last)
-    prob_fn = evaluate.model_prob_fn(trained.model, trained.features, device, amp_dtype, channels_last)
+    prob_fn = model_fn(trained, device, args.amp)
     window, hop = evaluate.window_and_hop(cfg)
     sr = trained.sample_rate
     rule = ("top-1 class (a trial directory has no threshold)" if threshold is None else
@@ -196,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         bad.append(path)
         (bar.write if show else lambda m: print(m, file=sys.stderr))(f"gridtune.predict: skipped {path}: {reason}")
 
-    threads = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+    threads = decode_threads()
     t0 = time.perf_counter()
     with bar:
         label(trained, paths, prob_fn=prob_fn, batch_size=args.batch_size or int(cfg.train.eval_batch_size),
