@@ -126,5 +126,8 @@ def markdown(c: dict) -> str:
            "onnx": "`onnxruntime.InferenceSession(path).run(None, {'waveform': x})[0]`",
            "torchscript": "`torch.jit.load(path)(x)`"}
     for fmt, a in c["artifacts"].items():
-        lines.append(f"| `{a['file']}` | {a['bytes']:,} | {a['max_abs_diff']:.1e} | {how[fmt]} |")
+        if a.get("max_abs_diff") is None:
+            lines.append(f"| {fmt}: `{a['file']}` | {a.get('bytes', '-')} | {a['error']} | {how[fmt]} |")
+        else:
+            lines.append(f"| `{a['file']}` | {a['bytes']:,} | {a['max_abs_diff']:.1e} | {how[fmt]} |")
     return "\n".join(lines) + "\n"

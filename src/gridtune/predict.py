@@ -98,16 +98,12 @@ def label(trained, paths: list[Path], *, prob_fn, batch_size: int, threshold: fl
 
     def flush():
         nonlocal pending, n_pending
-        waves = [x for _, x in pending if x is not None]
-        probs = iter(())
-        if waves:
-            offsets = np.concatenate([[0], np.cumsum([len(x) for x in waves])])
-            probs = iter(evaluate.clip_probabilities(prob_fn, np.concatenate(waves), offsets, window, hop,
-                                                     batch_size)[0])
-        for path, x in pending:
-            if x is None:
-                continue
-            p = next(probs)
+        if not pending:
+            return
+        offsets = np.concatenate([[0], np.cumsum([len(x) for _, x in pending])])
+        probs, _ = evaluate.clip_probabilities(prob_fn, np.concatenate([x for _, x in pending]), offsets,
+                                               window, hop, batch_size)
+        for (path, x), p in zip(pending, probs):
             chosen = [int(np.argmax(p))] if threshold is None else [c for c in range(len(p)) if p[c] >= threshold]
             on_row({"file": str(path), "predicted": [classes[c] for c in chosen],
                     "probabilities": dict(zip(classes, map(float, p))),
@@ -192,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     prob_fn = model_fn(trained, device, args.amp)
     window, hop = evaluate.window_and_hop(cfg)
     sr = trained.sample_rate
-    rule = ("top-1 class (a trial directory has no threshold)" if threshold is None else
+    why = "a trial directory has no threshold" if trained.kind == "trial" else "this final run chose no threshold"
+    rule = (f"top-1 class ({why})" if threshold is None else
             f"classes with mean probability >= {threshold:g}" + ("" if args.threshold is not None
                                                                  else " (the final run's, chosen on validation)"))
     _note(f"{trained.kind} model {trained.dir}: {window / sr:g} s windows every {hop / sr:g} s, "
