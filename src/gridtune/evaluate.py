@@ -178,5 +178,5 @@ def threshold_for(run, winner_best: Path, model) -> tuple[float, str, float | No
 def load_final_model(out_dir, device="cpu"):
     """(features, model, classes) of a finished final run, rebuilt from its config and model.pt."""
     from .trained import load
-    t = load(out_dir, device)
+    t = load(out_dir, device, audio=False)
     return t.features, t.model, t.classes

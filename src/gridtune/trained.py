@@ -68,8 +68,9 @@ def _classes(kind: str, cfg, record: dict, where: Path) -> list[str]:
     raise ModelDirError(f"{where}: no class names in its record or config (data.classes is null)")
 
 
-def load(path: str | Path, device="cpu") -> Trained:
-    """The model at `path`, rebuilt from its config and weights, on `device`, in eval mode."""
+def load(path: str | Path, device="cpu", audio: bool = True) -> Trained:
+    """The model at `path`, rebuilt from its config and weights, on `device`, in eval mode;
+    `audio` refuses a model of mel images (features=image), which cannot take recordings."""
     from omegaconf import OmegaConf
 
     from . import frontend
@@ -86,7 +87,7 @@ def load(path: str | Path, device="cpu") -> Trained:
                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     if not isinstance(state, dict) or not {"model", "features"} <= set(state):
         raise ModelDirError(f"{weights}: not a gridtune model (no 'model' and 'features' state)")
-    if cfg.features.name != "logmel":
+    if audio and cfg.features.name != "logmel":
         raise ModelDirError(f"{where}: trained on features.name={cfg.features.name}; only audio (logmel) models "
                             "take recordings")
     classes = _classes(kind, cfg, record, where)
