@@ -78,6 +78,17 @@ def test_short_and_long_files_are_windowed_and_averaged_as_the_test_evaluation(d
     assert np.abs(want_one - want_seven).max() > 1e-3          # the two files really differ
 
 
+def test_files_are_decoded_to_the_samples_the_test_evaluation_reads(demo_root, tmp_path):
+    from gridtune import cache
+    from gridtune.layouts import index_test
+    clips = index_test(demo_root, list(CLASSES))
+    entry = cache.load_or_build(demo_root, [(rel, labels, rel) for rel, labels in clips],
+                                {"kind": "audio", "sample_rate": SR, "variable": True}, tmp_path / "cache")
+    for i, (rel, _) in enumerate(clips):
+        x = cache.decode_as_stored(demo_root / rel, SR)
+        assert x.dtype == entry.waves.dtype and np.array_equal(x, entry.waves[entry.offsets[i]:entry.offsets[i + 1]])
+
+
 @pytest.mark.parametrize("name, sr, channels, subtype", [
     ("pcm16.wav", 16000, 1, "PCM_16"), ("pcm24.wav", 44100, 2, "PCM_24"), ("float.wav", 22050, 3, "FLOAT"),
     ("lossless.flac", 48000, 2, "PCM_16"), ("vorbis.ogg", 32000, 1, "VORBIS"), ("pcm8.wav", 8000, 1, "PCM_U8")])
