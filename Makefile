@@ -39,11 +39,13 @@ $(DATA)/IRMAS-TrainingData: $(BIN)/.installed
 
 data: $(DATA)/IRMAS-TrainingData  ## render the demo dataset (IRMAS layout, SoundFont instruments) into data/demo
 
-demo: data  ## install, demo data, a 4-trial local sweep, the leaderboard and a short final run
+demo: data  ## install, demo data, a 4-trial local sweep, the leaderboard, a short final run, its predictions
 	$(BIN)/python -m gridtune.sweep -m preset=demo sweep_name=$(DEMO_SWEEP) data.root=$(DATA) lr=1e-3,1e-4 dropout=0.3,0.5
 	$(BIN)/python -m gridtune.reduce $(OUT)/$(DEMO_SWEEP)
 	$(BIN)/python -m gridtune.final sweep_dir=$(OUT)/$(DEMO_SWEEP) data.root=$(DATA)
-	@echo "demo done: $(OUT)/$(DEMO_SWEEP)/leaderboard.md, report.html, final/final_report.md"
+	$(BIN)/python -m gridtune.predict $(OUT)/$(DEMO_SWEEP)/final $(DATA)/IRMAS-TestingData-Part1 --out $(OUT)/$(DEMO_SWEEP)/final/predictions.csv
+	@head -n 6 $(OUT)/$(DEMO_SWEEP)/final/predictions.csv
+	@echo "demo done: $(OUT)/$(DEMO_SWEEP)/leaderboard.md, report.html, final/final_report.md, final/predictions.csv"
 
 test: install  ## run every test this machine can run (starts the local SLURM cluster when root)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash scripts/slurm_local.sh up; \

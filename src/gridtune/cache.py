@@ -28,6 +28,7 @@ from . import audio, records
 from .layouts import Clip
 
 FORMAT = 3
+STORED = np.float16  # the sample type of waves.npy: what every trial trains and is tested on
 DECODES = 0          # files decoded by this process (tests and the benchmark count them)
 
 
@@ -61,6 +62,11 @@ def _decode_one(root: Path, rel: str, params: dict) -> np.ndarray:
     return audio.decode(root / rel, params["sample_rate"], params.get("n_samples"))
 
 
+def decode_as_stored(path: str | Path, sample_rate: int) -> np.ndarray:
+    """One audio file, any length, as a variable-length entry would hold it (no cache is written)."""
+    return audio.decode(path, sample_rate).astype(STORED)
+
+
 def _build(root: Path, items: list[tuple[str, object, str]], params: dict, dest: Path,
            on_bad_file: str) -> None:
     """Decode every file into a temp dir next to `dest`, then rename it into place."""
@@ -88,9 +94,9 @@ def _build(root: Path, items: list[tuple[str, object, str]], params: dict, dest:
         lengths = np.array([len(a) for a in arrays])
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         np.save(tmp / "offsets.npy", offsets)
-        np.save(tmp / "waves.npy", np.concatenate(arrays).astype(np.float16))
+        np.save(tmp / "waves.npy", np.concatenate(arrays).astype(STORED))
     else:
-        np.save(tmp / "waves.npy", np.stack(arrays).astype(np.float16))
+        np.save(tmp / "waves.npy", np.stack(arrays).astype(STORED))
     meta = {"format": FORMAT, "params": params, "paths": [k[0] for k in kept],
             "labels": [k[1] for k in kept], "groups": [k[2] for k in kept], "skipped": skipped,
             "n_files": len(items), "decodes": len(items), "built_by": f"{socket.gethostname()}:{os.getpid()}",

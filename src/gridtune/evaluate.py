@@ -26,6 +26,12 @@ def window_starts(length: int, window: int, hop: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64) * hop
 
 
+def window_and_hop(cfg) -> tuple[int, int]:
+    """(window, hop) in samples: the training clip length, `final.window_hop` of it apart."""
+    window = int(round(int(cfg.data.sample_rate) * float(cfg.data.clip_seconds)))
+    return window, max(1, int(round(float(cfg.final.window_hop) * window)))
+
+
 def window_plan(offsets: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
     """(clip index, absolute start in the flat array) of every window of every clip."""
     clips, starts = [], []
@@ -112,8 +118,7 @@ def irmas_test(cfg, clips: list, classes: list[str], prob_fn, threshold: float) 
     items = [(rel, labels, str(Path(rel).with_suffix(""))) for rel, labels in clips]
     entry = cache.load_or_build(cfg.data.root, items, {"kind": "audio", "sample_rate": sr, "variable": True},
                                 cfg.data.cache_dir, cfg.data.on_bad_file)
-    window = int(round(sr * float(cfg.data.clip_seconds)))
-    hop = max(1, int(round(float(cfg.final.window_hop) * window)))
+    window, hop = window_and_hop(cfg)
     probs, n_windows = clip_probabilities(prob_fn, entry.waves, entry.offsets, window, hop,
                                           int(cfg.train.eval_batch_size))
     f1 = metrics.multilabel_f1(probs, multi_hot(entry.labels, len(classes)), threshold)
@@ -172,18 +177,6 @@ def threshold_for(run, winner_best: Path, model) -> tuple[float, str, float | No
 
 def load_final_model(out_dir, device="cpu"):
     """(features, model, classes) of a finished final run, rebuilt from its config and model.pt."""
-    from omegaconf import OmegaConf
-
-    from . import frontend, records
-    from .model import build_model
-    from .runtime import load_torch
-    out = Path(out_dir)
-    cfg = OmegaConf.load(out / "final_config.yaml")
-    classes = records.read_json(out / "final.json")["classes"]
-    sr = int(cfg.data.sample_rate)
-    shape = frontend.input_shape(cfg.features, int(round(sr * float(cfg.data.clip_seconds))))
-    state = load_torch(out / "model.pt", device)
-    features, model = frontend.Features(cfg.features, sr), build_model(cfg.model, len(classes), shape)
-    features.load_state_dict(state["features"])
-    model.load_state_dict(state["model"])
-    return features.to(device).eval(), model.to(device).eval(), classes
+    from .trained import load
+    t = load(out_dir, device, audio=False)
+    return t.features, t.model, t.classes
