@@ -75,14 +75,32 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
         claims.release(out)
 
 
-def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int) -> dict:
-    from . import tracking
+def new_record(cfg, tid: str, overrides, batch_size: int) -> dict:
+    """A trial record before training: identity, params, provenance; every RESULT_KEYS key present."""
     sha, dirty = records.git_info()
     rec = {k: None for k in records.RESULT_KEYS}
     rec.update(schema=1, trial_id=tid, sweep=cfg.sweep_name, params=params_of(cfg, batch_size),
                overrides=list(overrides or []), objective=cfg.objective, objective_mode=cfg.objective_mode,
                git_sha=sha, git_dirty=dirty, host=socket.gethostname(), slurm_job_id=claims.slurm_job(),
                started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), config=semantic_config(cfg))
+    return rec
+
+
+def close_record(cfg, out: Path, rec: dict, run, seconds: float) -> dict:
+    """Add the run's summary (when it got that far) and the times, then write result.json atomically."""
+    if run is not None:
+        rec.update(run.summary())
+    rec["wall_time_s"] = seconds
+    rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    records.write_json(out / records.RESULT, rec)
+    print(f"[gridtune] {rec['trial_id']}: {rec['status']} {cfg.objective}="
+          f"{(rec.get('metrics') or {}).get(cfg.objective)} -> {out / records.RESULT}", flush=True)
+    return rec
+
+
+def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int) -> dict:
+    from . import tracking
+    rec = new_record(cfg, tid, overrides, batch_size)
     t0 = time.perf_counter()
     run = None
     try:
@@ -93,20 +111,14 @@ def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int
             run.fit()
             rec["status"] = "ok"
     except Exception as e:   # expected failures become a status; the sweep goes on
-        rec.update(_classify(e))
+        rec.update(classify(e))
         if rec["status"] == "failed":
             traceback.print_exc()
-    if run is not None:
-        rec.update(run.summary())
-    rec["wall_time_s"] = time.perf_counter() - t0
-    rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    records.write_json(out / records.RESULT, rec)
-    print(f"[gridtune] {tid}: {rec['status']} {cfg.objective}={(rec.get('metrics') or {}).get(cfg.objective)} "
-          f"-> {out / records.RESULT}", flush=True)
-    return rec
+    return close_record(cfg, out, rec, run, time.perf_counter() - t0)
 
 
-def _classify(e: BaseException) -> dict:
+def classify(e: BaseException) -> dict:
+    """The record fields of an expected failure: diverged (with its epoch), oom, or failed."""
     from .loop import Diverged
     if isinstance(e, Diverged):
         return {"status": "diverged", "diverged_epoch": e.epoch, "error": str(e)}
