@@ -204,3 +204,22 @@ def test_run_chunk_runs_apart_what_does_not_fuse(demo_root, tmp_path):
     assert [r["status"] for r in recs] == ["ok"] * 3
     again = run_chunk(_entries(cfgs, tmp_path))          # all final: skipped, same records
     assert [r["trial_id"] for r in again] == [r["trial_id"] for r in recs]
+
+
+def test_a_group_out_of_cuda_memory_is_split(demo_root, tmp_path, monkeypatch):
+    """Out of memory at 3 models: the group is split in halves (1 alone + 2 fused), with the same results."""
+    from gridtune import fused_loop
+    real = fused_loop.train_epoch
+
+    def tight(epoch, model, *a, **k):
+        if len(model.active) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(epoch, model, *a, **k)
+    monkeypatch.setattr(fused_loop, "train_epoch", tight)
+    cfgs = _cfgs(demo_root, "train.epochs=1")
+    for c in cfgs:
+        run_trial(c, tmp_path / "apart" / trial_id(c))
+    recs = run_group(_entries(cfgs, tmp_path / "fused"))
+    assert [r["status"] for r in recs] == ["ok"] * 3
+    for c in cfgs:
+        _same_trial(tmp_path / "apart" / trial_id(c), tmp_path / "fused" / trial_id(c))

@@ -89,13 +89,19 @@ def _train_or_split(entries, index, job_type) -> dict[int, dict]:
     out = _train(entries, index, job_type)
     if out is not None:
         return out
-    half = len(entries) // 2
-    print(f"[gridtune] fused group of {len(entries)}: CUDA out of memory; splitting into {half} + "
-          f"{len(entries) - half}", flush=True)
+    print(f"[gridtune] fused group of {len(entries)}: CUDA out of memory; splitting it in halves", flush=True)
     _free_cuda()
-    got = {}
-    for lo, hi in ((0, half), (half, len(entries))):
-        got.update(_train_or_split(entries[lo:hi], index[lo:hi], job_type))
+    got, left = {}, []
+    for k, (cfg, path, _) in enumerate(entries):    # members recorded before the OOM stay recorded
+        done = final_record(Path(path), trial_id(cfg))
+        if done is not None:
+            got[index[k]] = done
+        else:
+            left.append(k)
+    half = len(left) // 2
+    for part in (left[:half], left[half:]):
+        if part:
+            got.update(_train_or_split([entries[k] for k in part], [index[k] for k in part], job_type))
     return got
 
 

@@ -66,6 +66,8 @@ class FusedCNN(nn.Module):
         the fused buffers (call unpack() first when members were packed before)."""
         self.active = sorted(set(int(i) for i in active))
         models = [self.members[i] for i in self.active]
+        self.layers = [list(m.features.modules()) for m in models]     # walked in step every forward
+        self.heads = [list(m.classifier) for m in models]
         self.running = [(torch.cat([b.running_mean for b in bns]), torch.cat([b.running_var for b in bns]))
                         for bns in zip(*(self._bns(m) for m in models))] if models else []
         self.steps = 0
@@ -87,11 +89,10 @@ class FusedCNN(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:   # (N, Cin, H, W) shared by every model
-        models = [self.members[i] for i in self.active]
-        n_models, n = len(models), x.shape[0]
+        n_models, n = len(self.active), x.shape[0]
         if self.training:
             self.steps += 1
-        layers = [list(m.features.modules()) for m in models]
+        layers = self.layers
         h, first, k = x, True, 0
         for j, mod in enumerate(layers[0]):
             if isinstance(mod, nn.Conv2d):
@@ -107,11 +108,10 @@ class FusedCNN(nn.Module):
                                  torch.cat([ls[j].bias for ls in layers]), self.training, mod.momentum, mod.eps)
             elif isinstance(mod, (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d)):
                 h = mod(h)
-        return self._head(h, models, n)
+        return self._head(h, n)
 
-    def _head(self, h: Tensor, models: list[AudioCNN], n: int) -> Tensor:
-        n_models = len(models)
-        heads = [list(m.classifier) for m in models]
+    def _head(self, h: Tensor, n: int) -> Tensor:
+        heads, n_models = self.heads, len(self.heads)
         if isinstance(heads[0][0], nn.AdaptiveAvgPool2d):
             z = F.adaptive_avg_pool2d(h, 1).reshape(n, n_models, -1)          # (N, B, C)
         else:
