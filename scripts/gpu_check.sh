@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a CUDA machine with this checkout's venv already installed (installs nothing), in ~8 minutes:
+# On a CUDA machine with this checkout's venv already installed (installs nothing), in <= 9 minutes:
 #   1. make bench's section g: the task11 grid's 18 trials sequential vs fused B = 2, 6, 18 (bf16 + channels_last)
 #   2. IRMAS-sized synthetic data (11 x 610 = 6,710 clips; 6,732 after rounding to whole recordings)
 #   3. the task11 grid (18 trials x 15 epochs) as one job of 18 fused trials, timed, then reduced
@@ -18,17 +18,17 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 stamp() { echo "$1 $(( $(date +%s) - $2 )) s" | tee -a "$OUT/timings.txt"; }
 
 t=$(date +%s)
-timeout 240 "$PY" scripts/bench.py --sections g --out "$OUT" 2>&1 | tee "$OUT/bench_g.log" || echo "bench g: exit $?" | tee -a "$OUT/timings.txt"
+timeout 150 "$PY" scripts/bench.py --sections g --out "$OUT" 2>&1 | tee "$OUT/bench_g.log" || echo "bench g: exit $?" | tee -a "$OUT/timings.txt"
 stamp "bench section g:" "$t"
 
 t=$(date +%s)
 if [ ! -f "$DATA/.gridtune_demo.json" ]; then
-    timeout 200 "$PY" -m gridtune.demo_data --out "$DATA" --per-class 610 --test-clips 0 --sample-rate 16000 > "$OUT/data.log" 2>&1
+    timeout 150 "$PY" -m gridtune.demo_data --out "$DATA" --per-class 610 --test-clips 0 --sample-rate 16000 > "$OUT/data.log" 2>&1
 fi
 stamp "IRMAS-sized data ($(find "$DATA/IRMAS-TrainingData" -name '*.wav' | wc -l) clips):" "$t"
 
 t=$(date +%s)
-timeout 300 "$PY" -m gridtune.sweep sweep=task11 launcher.trials_per_job=18 launcher.fuse=on \
+timeout 240 "$PY" -m gridtune.sweep sweep=task11 launcher.trials_per_job=18 launcher.fuse=on \
     "data.root=$DATA" "out_root=$OUT/sweeps" 2>&1 | tee "$OUT/task11.log" | grep -v ' epoch ' || true
 stamp "task11 grid, 18 x 15 epochs, fused in one job (wall, audio cache included):" "$t"
 "$PY" -m gridtune.reduce "$OUT/sweeps/task11" > "$OUT/reduce.log" 2>&1 || true
