@@ -148,6 +148,7 @@ def test_fused_step_runs_under_bf16_autocast_and_channels_last():
             torch.testing.assert_close(fused(x)[:, b], m(x))
 
 
+@pytest.mark.slow
 def test_a_diverging_member_is_frozen_and_the_others_go_on(demo_root, tmp_path):
     members = (MEMBERS[0], ("lr=1e3", "dropout=0.3", "l2=0"), MEMBERS[2])
     cfgs = _cfgs(demo_root, "train.epochs=3", members=members)
@@ -161,6 +162,7 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on(demo_root, tmp_path):
         _same_trial(tmp_path / "apart" / trial_id(c), tmp_path / "fused" / trial_id(c))
 
 
+@pytest.mark.slow
 def test_per_member_early_stopping(demo_root, tmp_path):
     # patience 1 on the train loss: a member whose lr is too small to lower it stops early, the other trains on
     members = (("lr=0.05", "dropout=0.3"), ("lr=1e-9", "dropout=0.5"))
@@ -174,6 +176,7 @@ def test_per_member_early_stopping(demo_root, tmp_path):
     assert got[0]["epochs_run"] > got[1]["epochs_run"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after_member", [0, 2])
 def test_killed_fused_group_resumes_to_the_same_metrics(demo_root, tmp_path, monkeypatch, after_member):
     """Killed right after member 0's epoch-1 checkpoint (the members then stand at different epochs)
@@ -198,6 +201,7 @@ def test_killed_fused_group_resumes_to_the_same_metrics(demo_root, tmp_path, mon
         _same_trial(tmp_path / "whole" / trial_id(c), tmp_path / "killed" / trial_id(c))
 
 
+@pytest.mark.slow
 def test_run_chunk_runs_apart_what_does_not_fuse(demo_root, tmp_path):
     cfgs = _cfgs(demo_root, "train.epochs=1", "launcher.fuse=on", members=MEMBERS[:2]) + \
         [compose(*BASE, f"data.root={demo_root}", "train.epochs=1", "launcher.fuse=on", "seed=3")]
@@ -207,6 +211,7 @@ def test_run_chunk_runs_apart_what_does_not_fuse(demo_root, tmp_path):
     assert [r["trial_id"] for r in again] == [r["trial_id"] for r in recs]
 
 
+@pytest.mark.slow
 def test_a_group_out_of_cuda_memory_is_split(demo_root, tmp_path, monkeypatch):
     """Out of memory at 3 models: the group is split in halves (1 alone + 2 fused), with the same results."""
     from gridtune import fused_loop
