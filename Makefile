@@ -55,7 +55,7 @@ test: install  ## run every test this machine can run (starts the local SLURM cl
 test-fast: install  ## only the fast tests (no slow, slurm or gpu markers)
 	$(WITH_VENV) $(BIN)/python -m pytest -q -m "not slow and not slurm and not gpu"
 
-bench: install  ## measure throughput, data path, overheads and the naive baseline; writes bench.json/bench.md
+bench: install  ## measure throughput, data path, overheads, the naive baseline and fused trials; writes bench.json/bench.md
 	$(BIN)/python scripts/bench.py
 
 slurm-up:  ## start the single-node SLURM cluster (root; installs Debian's slurm packages)

@@ -9,6 +9,7 @@ Sections (a progress line each; bench.json and bench.md go to --out, the table i
   c. a trial's fixed start-up cost, process start -> first optimizer step, in a fresh interpreter
   d. decodes per sweep (must equal the number of clips)     e. sweep wall time, trials_per_job K = 1, 2, 4
   f. the real path vs a naive DataLoader that runs librosa for every item, every epoch
+  g. the task11 grid's 18 trials one by one in one process vs fused groups of B = 2, 6, 18 (bench_fused.py)
 Sizes default to what finishes in minutes on a 2-core CPU, larger on CUDA; --quick is a smoke check.
 """
 from __future__ import annotations
@@ -29,11 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))   # the bench_* helpers
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {   # per mode: CPU, CUDA, quick
     "cpu": dict(batch=8, size=224, steps=3, warmup=1, data_steps=5, rounds=3, compile_budget=200, per_class=24,
-                ks="1,2,4", sweep_repeats=2, sweep_timeout=300, time_limit=560),
+                ks="1,2,4", sweep_repeats=2, sweep_timeout=300, time_limit=560,
+                fused_batch=8, fused_steps=2, fused_warmup=1, fused_bs="2,6,18", fused_trials=18),
     "cuda": dict(batch=32, size=224, steps=30, warmup=10, data_steps=20, rounds=3, compile_budget=400,
-                 per_class=24, ks="1,2,4", sweep_repeats=2, sweep_timeout=300, time_limit=1500),
+                 per_class=24, ks="1,2,4", sweep_repeats=2, sweep_timeout=300, time_limit=1500,
+                 fused_batch=32, fused_steps=20, fused_warmup=5, fused_bs="2,6,18", fused_trials=18),
     "quick": dict(batch=4, size=64, steps=2, warmup=1, data_steps=2, rounds=1, compile_budget=0, per_class=6,
-                  ks="1", sweep_repeats=1, sweep_timeout=120, time_limit=60),
+                  ks="1", sweep_repeats=1, sweep_timeout=120, time_limit=60,
+                  fused_batch=2, fused_steps=1, fused_warmup=1, fused_bs="2,4", fused_trials=4),
 }
 QUICK_OVERRIDES = ("preset=debug",)   # 32 mel bands and a narrow CNN
 
@@ -44,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke check (< 1 minute)")
     p.add_argument("--out", type=Path, default=ROOT, help="where bench.json and bench.md go (default: repo root)")
     p.add_argument("--data", type=Path, help="data root (default: demo data generated into a temp dir)")
-    p.add_argument("--sections", default="abcdef", help="which sections to run, e.g. 'ab' (default: abcdef)")
+    p.add_argument("--sections", default="abcdefg", help="which sections to run, e.g. 'ab' (default: abcdefg)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="Hydra override for the benchmarked trial config (repeatable)")
     p.add_argument("--batch", type=int, help="batch size of sections a, b, c, f")
@@ -62,6 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--grid", default="smoke", help="grid file (conf/sweep) of sections d and e")
     p.add_argument("--sweep-repeats", type=int, help="runs of each K in section e (the median counts)")
     p.add_argument("--sweep-timeout", type=float, help="seconds before one sweep of section e is killed")
+    p.add_argument("--fused-batch", type=int, help="batch size of section g (CPU default 8: 18 x 32 needs ~16 GB)")
+    p.add_argument("--fused-steps", type=int, help="timed steps per trial or group in section g")
+    p.add_argument("--fused-warmup", type=int, help="untimed steps per trial or group in section g")
+    p.add_argument("--fused-bs", help="fused group sizes B of section g, comma-separated")
+    p.add_argument("--fused-trials", type=int, help="trials of the task11 grid in section g (default 18)")
     p.add_argument("--slurm", action="store_true", help="also run section e with launcher=slurm")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (data, sweeps) for inspection")
     return p.parse_args(argv)
@@ -185,6 +194,9 @@ def run_sections(which: str, res: dict, data_root: Path, overrides, cfg, device,
     if "d" in which or "e" in which:
         attempt("de", f"d/e. decodes and wall time of the '{sizes['grid']}' grid",
                 lambda: section_sweeps(data_root, list(cfg.data.classes or []) or None, sizes, log))
+    if "g" in which:
+        from bench_fused import section_fused
+        attempt("g", "g. task11 trials sequential vs fused", lambda: section_fused(overrides, device, sizes, log))
     if "a" in which and isinstance(res["sections"].get("a"), list):
         left = deadline - time.perf_counter() - 15          # margin for writing the report
         budget = min(float(sizes["compile_budget"]), left)
@@ -209,6 +221,10 @@ def goals(res: dict) -> dict:
     if isinstance(de, dict) and "error" not in de:
         runs = de.get("local", []) + de.get("slurm", [])
         out["decodes == clips"] = bool(runs) and all(r["decodes_ok"] for r in runs)
+    g = s.get("g")
+    if isinstance(g, dict) and "error" not in g and res["env"]["device_type"] == "cuda":
+        b18 = [r for r in g["rows"] if r["b"] == 18 and "speedup" in r]
+        out["fused B=18 >= 5x sequential"] = bool(b18) and b18[0]["speedup"] >= 5.0
     return out
 
 

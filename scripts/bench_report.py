@@ -122,6 +122,10 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
                     f"{sps['naive']:.1f} samples/s", "1.00×", "baseline"))
         out.append(("f. vs naive", "gridtune real path (b)", f"{sps['real']:.1f} samples/s",
                     _x(f["gridtune_vs_naive"]), f"≥ {goal:g}: {_met(f['gridtune_vs_naive'] >= goal)}"))
+    g = s.get("g")
+    if isinstance(g, dict):
+        from bench_fused import report_rows
+        out += report_rows(g)
     for key, val in res["sections"].items():
         if isinstance(val, dict) and "error" in val:
             out.append((f"{key}. (failed)", "", val["error"], "–", "**error**"))

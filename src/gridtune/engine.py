@@ -28,53 +28,57 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
+# what a member of a fused group takes from the group's first run (TrialRun(shared=...))
+SHARED = ("prepared", "split", "train_idx", "val_idx", "data", "classes", "gen", "features", "augment",
+          "train_data", "train_features")
+
+
 def _auto(flag, default: bool) -> bool:
     return default if flag == "auto" else bool(flag)
 
 
 class TrialRun:
     def __init__(self, cfg, out_dir: Path, *, batch_size: int, tracker=None,
-                 train_parts: tuple[str, ...] = ("train",), val_part: str = "val", epochs: int | None = None):
+                 train_parts: tuple[str, ...] = ("train",), val_part: str = "val", epochs: int | None = None,
+                 shared: TrialRun | None = None):
         """`train_parts` are the split parts fitted on (the final run adds "val"); `val_part` is evaluated
-        each epoch; `epochs` overrides train.epochs (the final run's final.epochs)."""
+        each epoch; `epochs` overrides train.epochs (the final run's final.epochs). `shared`: a run on the
+        same data, features and seed whose data, front end and batch-order generator this one reuses
+        (the members of a fused group); only the model, optimizer, schedule and records are its own."""
         set_threads(cfg)
         self.cfg, self.out, self.batch_size, self.tracker = cfg, Path(out_dir), batch_size, tracker
         self.device = pick_device(cfg.device)
-        self.prepared = data_mod.prepare(cfg)
-        fractions = {"val": float(cfg.data.val_fraction)}
-        if cfg.data.test_fraction:
-            fractions["test"] = float(cfg.data.test_fraction)
-        self.split = data_mod.split(self.prepared.labels, self.prepared.groups, fractions, int(cfg.data.split_seed))
-        self.train_idx = np.sort(np.concatenate([self.split[p] for p in train_parts]))
-        self.val_idx = self.split[val_part]
         self.epochs = int(epochs or cfg.train.epochs)
-        self.data = data_mod.DeviceData(self.prepared, self.device, cfg.data.resident, float(cfg.data.resident_max_gb))
-        self.classes = self.prepared.classes
-        self._build()
+        if shared is not None:
+            for key in SHARED:
+                setattr(self, key, getattr(shared, key))
+        else:
+            self.prepared = data_mod.prepare(cfg)
+            fractions = {"val": float(cfg.data.val_fraction)}
+            if cfg.data.test_fraction:
+                fractions["test"] = float(cfg.data.test_fraction)
+            self.split = data_mod.split(self.prepared.labels, self.prepared.groups, fractions,
+                                        int(cfg.data.split_seed))
+            self.train_idx = np.sort(np.concatenate([self.split[p] for p in train_parts]))
+            self.val_idx = self.split[val_part]
+            self.data = data_mod.DeviceData(self.prepared, self.device, cfg.data.resident,
+                                            float(cfg.data.resident_max_gb))
+            self.classes = self.prepared.classes
+        self._build(shared)
         self.history: list[dict] = []
         self.best = {"value": None, "epoch": None, "metrics": None, "extra": None}
         self.bad_epochs, self.stopped_early, self.epoch = 0, False, 0
         self._resume()
 
     # -- construction -------------------------------------------------------------------------
-    def _build(self) -> None:
+    def _build(self, shared: TrialRun | None = None) -> None:
         cfg, dev = self.cfg, self.device
         torch.manual_seed(int(cfg.seed))
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = _auto(cfg.train.cudnn_benchmark, True)
-        self.gen = torch.Generator().manual_seed(int(cfg.seed))    # batch order
-        sr = int(cfg.data.sample_rate)
         n_samples = self.data.x.shape[-1]
-        self.features = frontend.Features(cfg.features, sr).to(dev)
-        self.features.fit(x for x, _ in self.data.batches(self.train_idx[:256], 64))   # 256 clips pin mean/std
-        self.augment = frontend.build_augment(cfg.augment).to(dev)
-        # what training and validation read: log-mel computed once per trial where it fits beside the waves
-        self.train_data, self.train_features = self.data, self.features
-        if cfg.features.name == "logmel" and self.data.resident:
-            n_mels, frames = frontend.input_shape(cfg.features, n_samples)
-            if len(self.data.x) * n_mels * frames * 4 / 1e9 <= float(cfg.data.resident_max_gb):
-                self.train_data = data_mod.FeatureData(self.data, self.features.raw)
-                self.train_features = frontend.Normalized(self.features)
+        if shared is None:
+            self._build_front_end(n_samples)
         shape = frontend.input_shape(cfg.features, n_samples) if cfg.features.name != "image" else tuple(self.data.x.shape[1:])
         self.model = build_model(cfg.model, len(self.classes), shape).to(dev)
         self.channels_last = _auto(cfg.train.channels_last, True)   # measured faster on CUDA and CPU alike
@@ -91,8 +95,25 @@ class TrialRun:
                               if cfg.train.class_weights == "balanced" else None)
         self.step_model = self.model
         trials_per_job = int(cfg.get("launcher", {}).get("trials_per_job", 1))
-        if _auto(cfg.train.compile, dev.type == "cuda" and trials_per_job >= 3):
+        if shared is None and _auto(cfg.train.compile, dev.type == "cuda" and trials_per_job >= 3):
             self.step_model = torch.compile(self.model)
+
+    def _build_front_end(self, n_samples: int) -> None:
+        """Batch-order generator, log-mel + normalization, SpecAugment, and what training reads.
+        No random draws: the model built after it starts from the seed's first draw."""
+        cfg, dev = self.cfg, self.device
+        self.gen = torch.Generator().manual_seed(int(cfg.seed))    # batch order
+        sr = int(cfg.data.sample_rate)
+        self.features = frontend.Features(cfg.features, sr).to(dev)
+        self.features.fit(x for x, _ in self.data.batches(self.train_idx[:256], 64))   # 256 clips pin mean/std
+        self.augment = frontend.build_augment(cfg.augment).to(dev)
+        # what training and validation read: log-mel computed once per trial where it fits beside the waves
+        self.train_data, self.train_features = self.data, self.features
+        if cfg.features.name == "logmel" and self.data.resident:
+            n_mels, frames = frontend.input_shape(cfg.features, n_samples)
+            if len(self.data.x) * n_mels * frames * 4 / 1e9 <= float(cfg.data.resident_max_gb):
+                self.train_data = data_mod.FeatureData(self.data, self.features.raw)
+                self.train_features = frontend.Normalized(self.features)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -140,6 +161,10 @@ class TrialRun:
         probs, labels, loss = predict(self.step_model, self.train_features, self.train_data, indices,
                                       batch_size=int(self.cfg.train.eval_batch_size),
                                       amp_dtype=self.amp_dtype, channels_last=self.channels_last)
+        return self.score(probs, labels, loss)
+
+    def score(self, probs, labels, loss: float) -> tuple[dict, dict]:
+        """(the epoch's val/* metrics, per-class accuracy and calibration) from predictions."""
         m = metrics.classification_metrics(probs, labels, self.classes)
         flat = {"val/loss": loss, **{f"val/{k}": m[k] for k in metrics.VAL_SCALARS}}
         return flat, {"per_class_acc": m["per_class_acc"], "calibration": m["calibration"]}
@@ -153,7 +178,6 @@ class TrialRun:
 
     def fit(self) -> None:
         cfg, epochs = self.cfg, self.epochs
-        patience = int(cfg.train.early_stop.patience)
         while self.epoch < epochs and not self.stopped_early:
             epoch = self.epoch + 1
             lrs = self.scheduler.current_lrs()
@@ -166,26 +190,33 @@ class TrialRun:
                              diverge_mean=float(cfg.train.diverge_factor) * math.log(len(self.classes)),
                              heartbeat=lambda: claims.heartbeat(self.out))
             val, extra = self.evaluate(self.val_idx)
-            value = {**tr, **val}[cfg.objective]
-            self.scheduler.step_epoch(value)
-            row = {"epoch": epoch, "lr": lrs, **tr, **val, "time_s": time.perf_counter() - t0}
-            self.history.append(row)
-            if self._improved(value):
-                quality = {k: v for k, v in tr.items() if k in metrics.TRAIN_RECORDED}
-                self.best = {"value": value, "epoch": epoch, "metrics": {**quality, **val}, "extra": extra}
-                self.bad_epochs = 0
-                save_torch(self.out / records.BEST, {"model": self.model.state_dict(),
-                                                     "features": self.features.state_dict()})
-            else:
-                self.bad_epochs += 1
-            self.epoch = epoch
-            self.stopped_early = bool(patience) and self.bad_epochs >= patience and epoch < epochs
-            records.write_history(self.out / records.HISTORY, self.history)
-            save_torch(self.out / records.CHECKPOINT, self._state())
-            if self.tracker is not None:
-                self.tracker.log_epoch(row)
-            print(f"[gridtune] {self.out.name} epoch {epoch}/{epochs} train/loss={tr['train/loss']:.4f} "
-                  f"val/loss={val['val/loss']:.4f} val/acc={val['val/acc']:.4f} ({row['time_s']:.1f}s)", flush=True)
+            self.record_epoch(epoch, lrs, tr, val, extra, time.perf_counter() - t0)
+
+    def record_epoch(self, epoch: int, lrs: dict, tr: dict, val: dict, extra: dict, seconds: float) -> None:
+        """Everything after an epoch's validation: schedule step, history, best.pt, early-stop count,
+        checkpoint, tracker, progress line."""
+        cfg, epochs = self.cfg, self.epochs
+        patience = int(cfg.train.early_stop.patience)
+        value = {**tr, **val}[cfg.objective]
+        self.scheduler.step_epoch(value)
+        row = {"epoch": epoch, "lr": lrs, **tr, **val, "time_s": seconds}
+        self.history.append(row)
+        if self._improved(value):
+            quality = {k: v for k, v in tr.items() if k in metrics.TRAIN_RECORDED}
+            self.best = {"value": value, "epoch": epoch, "metrics": {**quality, **val}, "extra": extra}
+            self.bad_epochs = 0
+            save_torch(self.out / records.BEST, {"model": self.model.state_dict(),
+                                                 "features": self.features.state_dict()})
+        else:
+            self.bad_epochs += 1
+        self.epoch = epoch
+        self.stopped_early = bool(patience) and self.bad_epochs >= patience and epoch < epochs
+        records.write_history(self.out / records.HISTORY, self.history)
+        save_torch(self.out / records.CHECKPOINT, self._state())
+        if self.tracker is not None:
+            self.tracker.log_epoch(row)
+        print(f"[gridtune] {self.out.name} epoch {epoch}/{epochs} train/loss={tr['train/loss']:.4f} "
+              f"val/loss={val['val/loss']:.4f} val/acc={val['val/acc']:.4f} ({row['time_s']:.1f}s)", flush=True)
 
     def summary(self) -> dict:
         """The result.json fields this run knows (also after a divergence: the best epoch so far)."""

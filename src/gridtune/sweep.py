@@ -7,7 +7,8 @@
 In multirun mode the gridtune sweeper (hydra_plugins/gridtune_sweeper) composes and validates the
 whole grid first, skips trials already done, and hands the rest to the launcher. Each job runs
 this task function: its own trial, plus (with launcher.trials_per_job > 1) the other trials of its
-chunk, whose configs the driver wrote into their directories beforehand.
+chunk, whose configs the driver wrote into their directories beforehand; with launcher.fuse the
+chunk's fusable trials train as one fused model (gridtune.fused).
 """
 from __future__ import annotations
 
@@ -37,13 +38,16 @@ def task(cfg: DictConfig) -> float | None:
         raise gconfig.ConfigError(f"invalid config [{' '.join(hc.overrides.task)}]: {problems[0]}")
     if hc.mode.name == "MULTIRUN":
         gconfig.check_inside(out_dir, hc.sweep.dir, "hydra.sweep.subdir")
-    value = _run_one(cfg, out_dir, list(hc.overrides.task))
+    entries = [(cfg, out_dir, list(hc.overrides.task))]
     for tid in cfg.launcher.get("chunk") or []:     # the rest of this job's chunk
         trial_dir = gconfig.check_inside(Path(hc.sweep.dir) / str(tid), hc.sweep.dir, "launcher.chunk")
         member = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
-        overrides = list(OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml"))
-        _run_one(member, trial_dir, overrides)
-    return value
+        entries.append((member, trial_dir, list(OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml"))))
+    if len(entries) == 1:
+        return _run_one(cfg, out_dir, entries[0][2])
+    from .fused import run_chunk                    # fusable trials of the chunk train as one model
+    rec = run_chunk(entries)[0]
+    return (rec.get("metrics") or {}).get(cfg.objective)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -40,14 +40,28 @@ def _set_aside(out: Path, stale: dict, key: str) -> None:
     print(f"[gridtune] {out.name}: trained on other data (cache key {old} != {key}); running again", flush=True)
 
 
+def current_record(cfg: DictConfig, out: Path, tid: str, *, set_aside: bool = False) -> dict | None:
+    """The trial's final record when it was trained on the data as it is now: a rerun skips the trial.
+    A final record of other data does not count; with `set_aside` (the caller holds the claim) it is
+    kept beside as result.<old key>.json and the trial starts over."""
+    done = done_record(out, tid)
+    if done is None:
+        return None
+    key = _current_key(cfg)     # indexing costs a stat per file: only when there is a record to check
+    if same_data(done, key):
+        return done
+    if set_aside:
+        _set_aside(out, done, key)
+    return None
+
+
 def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | None = None,
               job_type: str = "trial") -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tid = trial_id(cfg)
-    done = done_record(out, tid)
-    key = _current_key(cfg) if done is not None else None    # indexing costs a stat per file: only when needed
-    if done is not None and same_data(done, key):
+    done = current_record(cfg, out, tid)
+    if done is not None:
         print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
         return done
     held = claims.acquire(out)
@@ -55,14 +69,10 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
         print(f"[gridtune] {tid}: claimed by {held.get('host')}:{held.get('pid')}, not run here", flush=True)
         return {"trial_id": tid, "status": "claimed", "claim": held}
     try:
-        done = done_record(out, tid)       # another driver may have finished it between the look and the claim
-        if done is not None and key is None:
-            key = _current_key(cfg)
-        if done is not None and same_data(done, key):
+        done = current_record(cfg, out, tid, set_aside=True)   # another driver may have finished it meanwhile
+        if done is not None:
             print(f"[gridtune] {tid}: already {done['status']}, skipped", flush=True)
             return done
-        if done is not None:                # final, but trained on other data
-            _set_aside(out, done, key)
         for tmp in out.glob(".*.tmp"):      # temp files of a writer killed before its rename
             tmp.unlink(missing_ok=True)
         batch_size = int(cfg.train.batch_size)
@@ -78,14 +88,32 @@ def run_trial(cfg: DictConfig, out_dir: str | Path, *, overrides: list[str] | No
         claims.release(out)
 
 
-def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int) -> dict:
-    from . import tracking
+def new_record(cfg, tid: str, overrides, batch_size: int) -> dict:
+    """A trial record before training: identity, params, provenance; every RESULT_KEYS key present."""
     sha, dirty = records.git_info()
     rec = {k: None for k in records.RESULT_KEYS}
     rec.update(schema=1, trial_id=tid, sweep=cfg.sweep_name, params=params_of(cfg, overrides, batch_size),
                overrides=list(overrides or []), objective=cfg.objective, objective_mode=cfg.objective_mode,
                git_sha=sha, git_dirty=dirty, host=socket.gethostname(), slurm_job_id=claims.slurm_job(),
                started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), config=semantic_config(cfg))
+    return rec
+
+
+def close_record(cfg, out: Path, rec: dict, run, seconds: float) -> dict:
+    """Add the run's summary (when it got that far) and the times, then write result.json atomically."""
+    if run is not None:
+        rec.update(run.summary())
+    rec["wall_time_s"] = seconds
+    rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    records.write_json(out / records.RESULT, rec)
+    print(f"[gridtune] {rec['trial_id']}: {rec['status']} {cfg.objective}="
+          f"{(rec.get('metrics') or {}).get(cfg.objective)} -> {out / records.RESULT}", flush=True)
+    return rec
+
+
+def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int) -> dict:
+    from . import tracking
+    rec = new_record(cfg, tid, overrides, batch_size)
     t0 = time.perf_counter()
     run = None
     try:
@@ -96,20 +124,14 @@ def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int
             run.fit()
             rec["status"] = "ok"
     except Exception as e:   # expected failures become a status; the sweep goes on
-        rec.update(_classify(e))
+        rec.update(classify(e))
         if rec["status"] == "failed":
             traceback.print_exc()
-    if run is not None:
-        rec.update(run.summary())
-    rec["wall_time_s"] = time.perf_counter() - t0
-    rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    records.write_json(out / records.RESULT, rec)
-    print(f"[gridtune] {tid}: {rec['status']} {cfg.objective}={(rec.get('metrics') or {}).get(cfg.objective)} "
-          f"-> {out / records.RESULT}", flush=True)
-    return rec
+    return close_record(cfg, out, rec, run, time.perf_counter() - t0)
 
 
-def _classify(e: BaseException) -> dict:
+def classify(e: BaseException) -> dict:
+    """The record fields of an expected failure: diverged (with its epoch), oom, or failed."""
     from .loop import Diverged
     if isinstance(e, Diverged):
         return {"status": "diverged", "diverged_epoch": e.epoch, "error": str(e)}

@@ -109,6 +109,7 @@ class GridtuneSweeper(Sweeper):
                 stale[t["trial_id"]] = (rec.get("cache_hash"), t["cache_key"])
         todo = [t for t in trials if t["trial_id"] not in done]
         k = max(int(OmegaConf.select(self.config, "launcher.trials_per_job") or 1), 1)
+        todo = self._fusion_order(todo, k)
         n_jobs = -(-len(todo) // k)
         cfg0 = trials[0]["cfg"]
         cost = sum(int(t["cfg"].train.epochs) * t["n_clips"] for t in todo)
@@ -121,6 +122,8 @@ class GridtuneSweeper(Sweeper):
             for t in trials:
                 state = "done" if t["trial_id"] in done else "redo" if t["trial_id"] in stale else "run"
                 print(f"  {t['trial_id']}  {state:4s}  {' '.join(t['overrides'])}")
+            from gridtune.fusion import plan_lines
+            print("\n".join(plan_lines(todo, k, cfg0)), flush=True)
             return []
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -155,6 +158,17 @@ class GridtuneSweeper(Sweeper):
         return returns
 
     # -- helpers --------------------------------------------------------------------------------
+    @staticmethod
+    def _fusion_order(todo, k: int):
+        """With fusion possible, fusable trials become neighbours so they share a job's chunk."""
+        from gridtune import fusion
+        try:
+            fuse, _ = fusion.mode(todo[0]["cfg"]) if todo else ("off", 1)
+        except ValueError as e:
+            print(f"gridtune: {e}; nothing was launched", file=sys.stderr)
+            sys.exit(2)
+        return fusion.order(todo) if fuse != "off" and k > 1 else todo
+
     def _check_data(self, trials) -> List[str]:
         """gridtune.preflight's data checks (each data root indexed once); sets every trial's "n_clips"
         (for the cost estimate) and "cache_key" (the data it would train on now)."""
