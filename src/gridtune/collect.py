@@ -2,8 +2,9 @@
 
 This module owns the question "what happened to each trial?". A trial is listed when the manifest
 names it or when a directory under the sweep holds one of its records, and it gets exactly one
-state: ok, diverged, oom, failed (from result.json), torn (result.json unparseable), running
-(claim.json, no result yet) or missing (no result and no claim). Nothing is dropped here; the
+state: ok, stopped (by successive halving), diverged, oom, failed, paused (at a halving rung,
+awaiting its next rung) (from result.json), torn (result.json unparseable), running (claim.json,
+no result yet) or missing (no result and no claim). Nothing is dropped here; the
 leaderboard decides what is ranked. Only the standard library and `gridtune.records` are used.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gridtune import claims
 from gridtune.records import CLAIM, HISTORY, MANIFEST, RESULT, STATUSES, TornRecord, read_history, read_json
 
 # Display order of states, best first; also the order of the "Not ranked" section.
-STATES = ("ok", "diverged", "oom", "failed", "torn", "running", "missing")
+STATES = ("ok", "stopped", "diverged", "oom", "failed", "torn", "paused", "running", "missing")
 # Directories the reducer itself writes (or Hydra leaves) that are never trials.
 _NOT_TRIALS = {"plots", ".hydra", ".submitit", "__pycache__"}
 
@@ -122,6 +123,12 @@ def _from_result(trial: Trial, result: dict) -> None:
         trial.reason = f"diverged at epoch {epoch}" if epoch is not None else "diverged"
         if error:
             trial.reason += f": {error}"
+    elif status == "stopped":
+        trial.state = "stopped"
+        trial.reason = result.get("stop_reason") or "stopped early by successive halving"
+    elif status == "paused":
+        trial.state = "paused"
+        trial.reason = f"paused at epoch {result.get('epochs_run')}: waiting for its next halving rung"
     elif status in STATUSES:
         trial.state = status
         trial.reason = error or f"status {status}, no error text recorded"

@@ -148,7 +148,11 @@ class TrialRun:
     def fit(self) -> None:
         cfg, epochs = self.cfg, self.epochs
         patience = int(cfg.train.early_stop.patience)
-        while self.epoch < epochs and not self.stopped_early:
+        # train.stop_after_epoch (successive halving's rung) ends this run early without changing
+        # the schedule: resumed later, the trial continues as if it had never paused
+        stop_after = cfg.train.get("stop_after_epoch")
+        until = min(epochs, int(stop_after)) if stop_after else epochs
+        while self.epoch < until and not self.stopped_early:
             epoch = self.epoch + 1
             lrs = self.scheduler.current_lrs()
             t0 = time.perf_counter()
@@ -181,6 +185,11 @@ class TrialRun:
                                  {f"lr/{g}": v for g, v in lrs.items()}, step=epoch)
             print(f"[gridtune] {self.out.name} epoch {epoch}/{epochs} train/loss={tr['train/loss']:.4f} "
                   f"val/loss={val['val/loss']:.4f} val/acc={val['val/acc']:.4f} ({row['time_s']:.1f}s)", flush=True)
+
+    @property
+    def paused(self) -> bool:
+        """Stopped by train.stop_after_epoch before train.epochs (not by early stopping)."""
+        return self.epoch < self.epochs and not self.stopped_early
 
     def summary(self) -> dict:
         """The result.json fields this run knows (also after a divergence: the best epoch so far)."""

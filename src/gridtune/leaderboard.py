@@ -4,6 +4,8 @@ Trials whose params differ only in `seed` form one config group. A group is rank
 the objective over its ok trials (ties: lower mean val/loss), and carries mean, std, n and a 95 %
 t interval for the objective and val/loss. Whether the winner is separable from the runners-up is
 decided here, once, so that the terminal, Markdown, HTML and best.yaml all say the same thing.
+With successive halving, configs stopped at a rung rank after the survivors, by the rung they
+reached and then by their objective (gridtune.halving.tier); only survivors can win.
 """
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridtune import halving
 from gridtune.collect import STATES, SweepRecords, Trial
 
 # Two-sided 95 % Student t quantiles t_{0.975, df} for df = 1..30; larger df use an expansion.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
          2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
          2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+# States of the trials a config is ranked on.
+RANKED = ("ok", "stopped")
 # Objectives where lower is better when the mode is not given explicitly.
 _LOWER_IS_BETTER = ("loss", "ece", "overconfidence", "error", "time")
 # Param order for display; anything else that varies is appended alphabetically.
@@ -69,7 +74,7 @@ class Group:
     key: str
     params: dict                      # the config without its seed
     members: list[Trial]              # ok trials, ranked on
-    others: list[Trial] = field(default_factory=list)  # same config, not ok (diverged seed, ...)
+    others: list[Trial] = field(default_factory=list)  # same config, not ranked (diverged seed, ...)
     objective: Stat | None = None
     loss: Stat | None = None
     rank: int = 0
@@ -77,6 +82,11 @@ class Group:
     @property
     def seeds(self) -> list:
         return sorted({t.params.get("seed") for t in self.members if t.params.get("seed") is not None}, key=str)
+
+    @property
+    def survivor(self) -> bool:
+        """False for a config stopped early by successive halving."""
+        return halving.tier([t.result for t in self.members])[0] == 0
 
     @property
     def representative(self) -> Trial:
@@ -119,7 +129,7 @@ class Leaderboard:
 
     @property
     def winner(self) -> Group | None:
-        return self.groups[0] if self.groups else None
+        return self.groups[0] if self.groups and self.groups[0].survivor else None
 
     def skipped_files(self) -> list[tuple[str, str, int]]:
         """(path, reason, number of trials reporting it), deduplicated across trials."""
@@ -155,7 +165,7 @@ def _group(trials: list[Trial]) -> dict[str, Group]:
         config = {k: v for k, v in t.params.items() if k != "seed"}
         key = _hashable(config)
         group = groups.setdefault(key, Group(key=key, params=config, members=[]))
-        (group.members if t.state == "ok" else group.others).append(t)
+        (group.members if t.state in RANKED else group.others).append(t)
     return groups
 
 
@@ -166,7 +176,7 @@ def _overlap(a: Stat, b: Stat) -> bool:
 
 
 def _separability(board: Leaderboard) -> None:
-    groups = board.groups
+    groups = [g for g in board.groups if g.survivor]   # stopped configs were scored at earlier epochs
     if len(groups) < 2:
         board.separable, board.separability = True, "n/a"
         board.note = "only one config was ranked: there is no runner-up to separate from"
@@ -197,7 +207,7 @@ def build(records: SweepRecords, objective: str, mode: str) -> Leaderboard:
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
     for t in records.trials:
-        if t.state == "ok" and t.metric(objective) is None:
+        if t.state in RANKED and t.metric(objective) is None:
             t.state = "failed"
             t.reason = f"status ok but metrics[{objective!r}] is missing or not finite"
     groups = [g for g in _group(records.trials).values() if g.members]
@@ -207,12 +217,12 @@ def build(records: SweepRecords, objective: str, mode: str) -> Leaderboard:
         g.objective = Stat.of(t.metric(objective) for t in g.members)
         g.loss = Stat.of(t.metric("val/loss") for t in g.members)
     # Round before comparing so float noise in means does not break genuine ties.
-    groups.sort(key=lambda g: (round(sign * g.objective.mean, 12),
+    groups.sort(key=lambda g: (halving.tier([t.result for t in g.members]), round(sign * g.objective.mean, 12),
                                round(g.loss.mean, 12) if g.loss.mean is not None else math.inf,
                                g.representative.trial_id))
     for i, g in enumerate(groups, 1):
         g.rank = i
-    not_ranked = sorted((t for t in records.trials if t.state != "ok"),
+    not_ranked = sorted((t for t in records.trials if t.state not in RANKED),
                         key=lambda t: (STATES.index(t.state), t.trial_id))
     board = Leaderboard(records=records, objective=objective, mode=mode, groups=groups,
                         not_ranked=not_ranked, varying=varying_params(records.trials))

@@ -91,19 +91,30 @@ def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int
             from .engine import TrialRun
             run = TrialRun(cfg, out, batch_size=batch_size, tracker=tracker)
             run.fit()
-            rec["status"] = "ok"
+            rec["status"] = "paused" if run.paused else "ok"
     except Exception as e:   # expected failures become a status; the sweep goes on
         rec.update(_classify(e))
         if rec["status"] == "failed":
             traceback.print_exc()
     if run is not None:
         rec.update(run.summary())
-    rec["wall_time_s"] = time.perf_counter() - t0
+    rec["wall_time_s"] = time.perf_counter() - t0 + _paused_time(out, tid)
     rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     records.write_json(out / records.RESULT, rec)
     print(f"[gridtune] {tid}: {rec['status']} {cfg.objective}={(rec.get('metrics') or {}).get(cfg.objective)} "
           f"-> {out / records.RESULT}", flush=True)
     return rec
+
+
+def _paused_time(out: Path, tid: str) -> float:
+    """Wall time of this trial's earlier runs up to a halving rung (a paused or stopped record)."""
+    try:
+        prev = records.read_json(out / records.RESULT)
+    except (FileNotFoundError, records.TornRecord):
+        return 0.0
+    if isinstance(prev, dict) and prev.get("trial_id") == tid and prev.get("status") in ("paused", "stopped"):
+        return float(prev.get("wall_time_s") or 0.0)
+    return 0.0
 
 
 def _classify(e: BaseException) -> dict:

@@ -5,8 +5,9 @@ from a grid file, `repeats`), validates each one and stops with one line per pro
 exit if any is invalid, so no job is submitted, not even the valid ones. It computes each trial's
 id, drops duplicates, skips trials whose record is final (ok or diverged), writes the manifest and
 each pending trial's config into its directory, prepares the shared audio cache once, and then
-launches the rest as one array, `launcher.trials_per_job` trials per job. `dry_run: true` (used by
-`python -m gridtune.plan`) stops after printing the plan.
+launches the rest as one array, `launcher.trials_per_job` trials per job. With `halving.eta` set it
+runs the grid as a successive-halving ladder instead (gridtune.ladder: one launch per rung).
+`dry_run: true` (used by `python -m gridtune.plan`) stops after printing the plan (and the ladder).
 """
 
 import logging
@@ -26,12 +27,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class HalvingConf:
+    eta: Optional[int] = None                     # successive halving: keep the top 1/eta configs per rung (null: off)
+    min_epochs: int = 1                           # first rung's epochs; rungs at min_epochs * eta^k, then train.epochs
+
+
+@dataclass
 class GridtuneSweeperConf:
     _target_: str = "hydra_plugins.gridtune_sweeper.gridtune_sweeper.GridtuneSweeper"
     params: Optional[Dict[str, str]] = None       # the grid: key -> comma list (grid files set it)
     repeats: int = 1                              # run every config with seeds seed, seed+1, ...
     dry_run: bool = False                         # print the plan, launch nothing
     prepare_cache: bool = True                    # decode the audio once in the driver, before fanning out
+    halving: HalvingConf = field(default_factory=HalvingConf)   # early stopping of poor configs by rung
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -40,8 +48,10 @@ ConfigStore.instance().store(group="hydra/sweeper", name="gridtune", node=Gridtu
 
 class GridtuneSweeper(Sweeper):
     def __init__(self, params=None, repeats: int = 1, dry_run: bool = False, prepare_cache: bool = True,
-                 extra=None) -> None:
+                 halving=None, extra=None) -> None:
         self.params = dict(params or {})
+        self.halving = dict(halving or {})
+        self.job_idx = 0
         self.repeats, self.dry_run, self.prepare_cache = int(repeats), bool(dry_run), bool(prepare_cache)
         self.config = self.launcher = self.hydra_context = None
 
@@ -99,6 +109,7 @@ class GridtuneSweeper(Sweeper):
         if not trials:
             print("gridtune: the grid is empty; nothing to launch", file=sys.stderr)
             sys.exit(2)
+        spec = self._halving_spec(trials)
         for t in trials:
             gconfig.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
         done = {t["trial_id"] for t in trials if _final(sweep_dir / t["trial_id"], t["trial_id"])}
@@ -110,6 +121,12 @@ class GridtuneSweeper(Sweeper):
         print(f"gridtune: sweep '{cfg0.sweep_name}' in {sweep_dir}: {len(trials)} trials, {len(done)} already done "
               f"(skipped), {len(todo)} to run as {n_jobs} job(s) of <= {k}; est. cost {cost:,} clip-epochs "
               f"(composed in {time.perf_counter() - t0:.1f}s)", flush=True)
+        if spec is not None:
+            from gridtune import halving, ladder
+            n_configs = len({ladder.config_key(t["cfg"]) for t in trials})
+            print(f"gridtune: successive halving, eta={spec.eta}, min_epochs={spec.min_epochs}, rungs at epochs "
+                  f"{spec.rungs}:\n" + "\n".join(halving.plan_lines(spec, n_configs, len(trials) // n_configs)),
+                  flush=True)
         if self.dry_run:
             for t in trials:
                 state = "done" if t["trial_id"] in done else "run"
@@ -121,28 +138,58 @@ class GridtuneSweeper(Sweeper):
         if not todo:
             print(f"gridtune: nothing to run. Reduce with: python -m gridtune.reduce {sweep_dir}", flush=True)
             return []
-        for t in todo:                                  # the configs chunk members will load
-            hydra_dir = sweep_dir / t["trial_id"] / ".hydra"
-            cfg = OmegaConf.masked_copy(t["cfg"], [k for k in t["cfg"] if k != "hydra"])
-            records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-            records.atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(t["overrides"]))
         if self.prepare_cache:
             self._prepare(cfg0)
+        complete = True
+        if spec is None:
+            returns = self._launch(sweep_dir, todo, k)
+        else:
+            from gridtune import ladder
+            returns, complete = ladder.run_ladder(spec, trials, sweep_dir, str(cfg0.objective), str(cfg0.objective_mode),
+                                                  lambda todo, stop: self._launch(sweep_dir, todo, k, stop))
+        raised = self._raised(returns)
+        self._summary(sweep_dir, trials, records)
+        if raised or not complete:   # not a trial's recorded failure: the job itself broke, so say so and exit non-zero
+            sys.exit(1)
+        return returns
+
+    def _launch(self, sweep_dir: Path, todo, k: int, stop_after: Optional[int] = None) -> list:
+        """Write the configs chunk members will load, then launch `todo` as jobs of <= k trials
+        (to `stop_after` epochs when given: a halving rung)."""
+        from gridtune import records
+        extra = [f"++train.stop_after_epoch={stop_after}"] if stop_after else []
+        for t in todo:
+            hydra_dir = sweep_dir / t["trial_id"] / ".hydra"
+            cfg = OmegaConf.masked_copy(t["cfg"], [key for key in t["cfg"] if key != "hydra"])
+            OmegaConf.update(cfg, "train.stop_after_epoch", stop_after, force_add=True)
+            records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+            records.atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(t["overrides"]))
         jobs = []
         for i in range(0, len(todo), k):
             chunk = todo[i:i + k]
             ids = ",".join(f"'{t['trial_id']}'" for t in chunk[1:])
-            jobs.append(chunk[0]["overrides"] + ([f"++launcher.chunk=[{ids}]"] if ids else []))
+            jobs.append(chunk[0]["overrides"] + extra + ([f"++launcher.chunk=[{ids}]"] if ids else []))
         try:
-            returns = self.launcher.launch(jobs, initial_job_idx=0)
+            returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
         except Exception as e:   # a job that died without a result (killed, node lost): records tell the rest
             print(f"gridtune: launcher: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
             returns = []
-        raised = self._raised(returns)
-        self._summary(sweep_dir, trials, records)
-        if raised:   # not a trial's recorded failure: the job itself broke, so say so and exit non-zero
-            sys.exit(1)
-        return returns
+        self.job_idx += len(jobs)
+        return list(returns or [])
+
+    def _halving_spec(self, trials):
+        """The ladder's Spec when halving is on, None when off; a bad setting exits 2, one line each."""
+        from gridtune import halving
+        eta = self.halving.get("eta")
+        if eta is None:
+            return None
+        epochs = {int(t["cfg"].train.epochs) for t in trials}
+        bad = halving.check(eta, self.halving.get("min_epochs"), epochs, {str(t["cfg"].objective) for t in trials})
+        for p in bad:
+            print(f"gridtune: {p}; nothing was launched", file=sys.stderr)
+        if bad:
+            sys.exit(2)
+        return halving.Spec(int(eta), int(self.halving["min_epochs"]), epochs.pop())
 
     # -- helpers --------------------------------------------------------------------------------
     def _check_data(self, trials) -> List[str]:
