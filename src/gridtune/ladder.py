@@ -7,8 +7,8 @@ are those of the full grid, and the trial's schedule is still that of `train.epo
 promoted trial resumes from its checkpoint. Trials that stop at a rung epoch record status
 `paused` (not final). Once every member of a rung is settled, the rung's decision is computed from
 the records (`gridtune.halving.decide`), the ladder file is rewritten, and the trials that do not
-go on get status `stopped` with their reason and best metrics so far. The last rung runs the
-survivors to `train.epochs` (status `ok`).
+go on get status `stopped` with their reason and best metrics so far (a trial already final, ok
+or diverged, keeps its record). The last rung runs the survivors to `train.epochs` (status `ok`).
 
 A rung with a trial that failed or went missing is not decided: the driver says so and stops, and
 the same command run again retries those trials and continues. A killed driver rerun with the same
@@ -56,8 +56,8 @@ def _mark_stopped(sweep_dir: Path, decision: dict, rung: int, epoch: int) -> Non
             continue
         for tid in g["trial_ids"]:
             rec = _record(sweep_dir / tid, tid)
-            if rec is None or rec.get("status") == "diverged":
-                continue                   # a diverged seed keeps its own, final status
+            if rec is None or rec.get("status") in records.FINAL_STATUSES:
+                continue                   # a final record (diverged, or ok from a full run) stays as it is
             rec.update(status="stopped", stop_reason=halving.stop_reason(rung, g["rank"], decision["n"]),
                        halving={"rung": rung, "epoch": epoch, "value": g["value"], "rank": g["rank"],
                                 "of": decision["n"]})

@@ -3,7 +3,8 @@
 `make_plots(board, out_dir)` draws only plots whose axes vary in the sweep: the learning-curve
 grid and reliability diagrams always (when there is data), the objective heatmap when two
 lr/dropout-like params vary, objective-vs-lr when a learning rate varies, and the per-value
-overlay when a categorical param (optim, sched, ...) varies. This module owns the shared helpers
+overlay when a categorical param (optim, sched, ...) varies, and the halving ladder when the sweep
+ran one (`plots_halving.py`). This module owns the shared helpers
 and the entry point; the figures over parameter axes live in `plots_params.py`, the per-epoch and
 calibration figures in `plots_curves.py`. matplotlib is imported inside functions only and always renders with Agg;
 on Linux the figures are drawn in a few forked processes at once (each takes 0.2-0.8 s).
@@ -90,11 +91,11 @@ _BOARD: Leaderboard | None = None
 
 
 def _jobs() -> dict:
-    from gridtune import plots_curves, plots_params
+    from gridtune import plots_curves, plots_halving, plots_params
     # Slowest first, so that it starts at once when plots are drawn in parallel.
     return {"learning_curves.png": plots_curves.plot_curves, "reliability.png": plots_curves.plot_reliability,
             "heatmap.png": plots_params.plot_heatmap, "objective_vs_lr.png": plots_params.plot_vs_lr,
-            "by_category.png": plots_curves.plot_by_category}
+            "by_category.png": plots_curves.plot_by_category, "halving.png": plots_halving.plot_ladder}
 
 
 def _draw(job: tuple[str, Path]):
@@ -148,5 +149,5 @@ def make_plots(board: Leaderboard, out_dir, workers: int | None = None) -> list[
         elif path.exists():  # drawn by an earlier reduce but not wanted now: keep the folder honest
             path.unlink()
     # The report shows them in reading order: curves, heatmap, lr, reliability, categories.
-    order = ["learning_curves", "heatmap", "objective_vs_lr", "reliability", "by_category"]
+    order = ["learning_curves", "halving", "heatmap", "objective_vs_lr", "reliability", "by_category"]
     return sorted(made, key=lambda f: order.index(f.name) if f.name in order else len(order))
