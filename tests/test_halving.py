@@ -84,13 +84,13 @@ def test_plan_lines_count_epochs_per_rung_and_the_total():
                      "  total: 42 trained epochs vs 162 for the full grid (0.26x)"]
 
 
-def _trial(sweep, tid, status, value, lr, rung=None, epochs=9):
+def _trial(sweep, tid, status, value, lr, rung=None, epochs=9, rank=2):
     rec = {"trial_id": tid, "status": status, "params": {"lr": lr, "dropout": 0.5, "seed": 0},
            "metrics": {"val/acc": value, "val/loss": 1.0}, "epochs_run": epochs, "objective": "val/acc",
            "objective_mode": "max"}
     if rung is not None:
-        rec.update(stop_reason=halving.stop_reason(rung, 2, 3), halving={"rung": rung, "epoch": 3 ** rung,
-                                                                            "value": value, "rank": 2, "of": 3})
+        rec.update(stop_reason=halving.stop_reason(rung, rank, 3), halving={"rung": rung, "epoch": 3 ** rung,
+                                                                               "value": value, "rank": rank, "of": 3})
     records.write_json(sweep / tid / records.RESULT, rec)
 
 
@@ -98,14 +98,14 @@ def test_leaderboard_ranks_survivors_then_stopped_by_rung(tmp_path):
     from gridtune import render
     _trial(tmp_path, "s1", "ok", 0.50, 1e-3)
     _trial(tmp_path, "r0", "stopped", 0.90, 1e-4, rung=0, epochs=1)     # high value, but stopped first
-    _trial(tmp_path, "r1a", "stopped", 0.40, 2e-4, rung=1, epochs=3)
-    _trial(tmp_path, "r1b", "stopped", 0.45, 3e-4, rung=1, epochs=3)
+    _trial(tmp_path, "r1a", "stopped", 0.45, 2e-4, rung=1, epochs=3, rank=3)   # same rung: its rank decides
+    _trial(tmp_path, "r1b", "stopped", 0.40, 3e-4, rung=1, epochs=3, rank=2)
     _trial(tmp_path, "p", "paused", 0.99, 4e-4, epochs=3)
     board = build(collect(tmp_path), "val/acc", "max")
     assert [g.representative.trial_id for g in board.groups] == ["s1", "r1b", "r1a", "r0"]
     assert board.winner.representative.trial_id == "s1"
     assert [t.trial_id for t in board.not_ranked] == ["p"] and board.not_ranked[0].state == "paused"
-    assert render.group_status(board.groups[1]) == "stopped at rung 1 (epoch 3, value 0.4500): rank 2 of 3"
+    assert render.group_status(board.groups[1]) == "stopped at rung 1 (epoch 3, value 0.4000): rank 2 of 3"
     assert render.group_status(board.groups[0]) == "ok"
 
 

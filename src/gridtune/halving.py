@@ -136,9 +136,13 @@ def write_ladder(sweep_dir: str | Path, spec: Spec, objective: str, mode: str, d
 
 
 def tier(results: list[dict | None]) -> tuple:
-    """Leaderboard order of a config from its trials' result.json: survivors (0,), then configs stopped
-    at rung k as (1, -k), so a config that reached a later rung ranks above one stopped earlier."""
-    rungs = [((r or {}).get("halving") or {}).get("rung") for r in results if (r or {}).get("status") == "stopped"]
-    rungs = [k for k in rungs if isinstance(k, int)]
-    return (1, -max(rungs)) if rungs else (0, 0)
+    """Leaderboard order of a config from its trials' result.json: survivors (0, 0, 0), then configs
+    stopped at rung k as (1, -k, rank at that rung): a config that reached a later rung ranks above
+    one stopped earlier, and configs stopped at the same rung keep that rung's order."""
+    stops = [(r.get("halving") or {}) for r in results if (r or {}).get("status") == "stopped"]
+    stops = [(h["rung"], h.get("rank") or 0) for h in stops if isinstance(h.get("rung"), int)]
+    if not stops:
+        return (0, 0, 0)
+    rung, rank = max(stops)
+    return (1, -rung, rank)
 

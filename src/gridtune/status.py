@@ -4,8 +4,8 @@ The state of each trial comes from its directory (see `gridtune.records` for the
 from the scheduler: SLURM reports COMPLETED for a job whose Python trial raised, so its view is
 only shown next to ours, from `squeue`/`sacct` where those exist.
 
-States: ok / diverged (final), oom / failed / torn (need a rerun), running (claim.json, no
-result), pending (directory but no claim and no result; may hold a checkpoint) and missing
+States: ok / diverged / stopped (final; stopped early by successive halving), oom / failed / torn
+(need a rerun), paused (at a halving rung, waiting for the next), running (claim.json, no result), pending (directory but no claim and no result; may hold a checkpoint) and missing
 (in the manifest, no directory). Exit code: 0 all final, 1 some failed/oom/torn, 3 some not
 finished yet (wins over 1: a poller waits while this is 3), 2 bad arguments.
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from gridtune import claims, records
 from gridtune.slurm_view import _annotate, _job_key, _jobs_from_logs, job_ids, slurm_view
 
-STATES = ("ok", "diverged", "oom", "failed", "torn", "running", "pending", "missing")
-UNFINISHED = ("running", "pending", "missing")
+STATES = ("ok", "diverged", "stopped", "oom", "failed", "torn", "paused", "running", "pending", "missing")
+UNFINISHED = ("paused", "running", "pending", "missing")
 NEEDS_RERUN = ("oom", "failed", "torn")
 TRIAL_FILES = (records.RESULT, records.CLAIM, records.CHECKPOINT, records.HISTORY)
 NOT_TRIALS = {"plots", "__pycache__"}
@@ -121,6 +121,8 @@ def _finished(result: dict, status, objective: str | None) -> dict:
         return {"state": "torn", "detail": f"unknown status {status!r} in result.json"}
     if status == "diverged":
         return {"state": status, "detail": f"diverged at epoch {result.get('diverged_epoch')}"}
+    if status in ("stopped", "paused"):   # successive halving: at a rung, for good or for now
+        return {"state": status, "detail": result.get("stop_reason") or f"paused after epoch {result.get('epochs_run')}"}
     if status != "ok":
         err = " ".join(str(result.get("error") or "no error message").split())
         return {"state": status, "detail": err[:160]}
