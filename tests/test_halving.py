@@ -114,3 +114,24 @@ def test_no_winner_while_only_stopped_configs_are_ranked(tmp_path):
     _trial(tmp_path, "p", "paused", 0.5, 1e-3, epochs=1)
     board = build(collect(tmp_path), "val/acc", "max")
     assert board.winner is None and len(board.groups) == 1
+
+
+@pytest.mark.slow
+def test_a_paused_trial_resumes_to_the_metrics_of_an_uninterrupted_run(demo_root, tmp_path):
+    """train.stop_after_epoch pauses a trial without changing its id or its schedule."""
+    from conftest import compose
+    from gridtune.config import trial_id
+    from gridtune.trial import run_trial
+    base = ("preset=debug", "train.epochs=3", "sched=cosine", "train.threads=1", f"data.root={demo_root}")
+    whole = run_trial(compose(*base), tmp_path / "whole")
+    paused_cfg = compose(*base, "train.stop_after_epoch=1")
+    assert trial_id(paused_cfg) == whole["trial_id"]
+    paused = run_trial(paused_cfg, tmp_path / "cut", overrides=["lr=1e-3", "++train.stop_after_epoch=1"])
+    assert paused["status"] == "paused" and paused["epochs_run"] == 1 and paused["overrides"] == ["lr=1e-3"]
+    resumed = run_trial(compose(*base), tmp_path / "cut")
+    assert resumed["status"] == "ok" and resumed["epochs_run"] == 3
+    assert resumed["metrics"] == whole["metrics"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time_s", "train/seconds", "train/samples_per_s")}
+                          for r in rows]
+    assert strip(records.read_history(tmp_path / "cut" / records.HISTORY)) == \
+        strip(records.read_history(tmp_path / "whole" / records.HISTORY))

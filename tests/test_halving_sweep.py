@@ -17,7 +17,7 @@ from gridtune.config import trial_id
 
 from conftest import REPO, compose
 
-GRID = ("preset=debug", "train.epochs=4", "lr=1e-3,1e-4", "dropout=0.3,0.5",
+GRID = ("preset=debug", "train.epochs=4", "lr=1e-3,1e-4", "dropout=0.3,0.5", "train.threads=1",
         "hydra.sweeper.halving.eta=2", "hydra.sweeper.halving.min_epochs=1")
 EPOCH_LINE = re.compile(r"^\[gridtune\] (\w+) epoch (\d+)/\d+ ", re.M)
 

@@ -80,7 +80,7 @@ def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int
     sha, dirty = records.git_info()
     rec = {k: None for k in records.RESULT_KEYS}
     rec.update(schema=1, trial_id=tid, sweep=cfg.sweep_name, params=params_of(cfg, batch_size),
-               overrides=list(overrides or []), objective=cfg.objective, objective_mode=cfg.objective_mode,
+               overrides=[o for o in overrides or [] if not _rung_override(o)], objective=cfg.objective, objective_mode=cfg.objective_mode,
                git_sha=sha, git_dirty=dirty, host=socket.gethostname(), slurm_job_id=claims.slurm_job(),
                started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), config=semantic_config(cfg))
     t0 = time.perf_counter()
@@ -104,6 +104,11 @@ def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int
     print(f"[gridtune] {tid}: {rec['status']} {cfg.objective}={(rec.get('metrics') or {}).get(cfg.objective)} "
           f"-> {out / records.RESULT}", flush=True)
     return rec
+
+
+def _rung_override(item) -> bool:
+    """The halving driver's `train.stop_after_epoch` override: how far this run goes, not what the trial is."""
+    return str(item).lstrip("+~").split("=", 1)[0] == "train.stop_after_epoch"
 
 
 def _paused_time(out: Path, tid: str) -> float:
