@@ -88,7 +88,17 @@ def halved_cost(trials, decisions, spec) -> float:
     return sum(r.get("time_s", 0) for t in trials for r in t.history() if r["epoch"] <= reach[t.trial_id])
 
 
-def verdict(halved_board, full_board) -> dict:
+def fate(decisions: list[dict], group) -> str:
+    """Where the ladder left a config: 'survived', or 'stopped at rung k (rank r of n)'."""
+    ids = {t.trial_id for t in group.members}
+    for d in decisions:
+        for g in d["ranking"]:
+            if set(g["trial_ids"]) & ids and not g["promoted"]:
+                return f"stopped at rung {d['rung']} (epoch {d['epoch']}, rank {g['rank']} of {d['n']})"
+    return "survived"
+
+
+def verdict(halved_board, full_board, decisions) -> dict:
     hw, fw = halved_board.winner, full_board.winner
     mine = next(g for g in full_board.groups if config(g.params) == config(hw.params))
     o = fw.objective
@@ -96,7 +106,8 @@ def verdict(halved_board, full_board) -> dict:
             "same": config(hw.params) == config(fw.params), "halved_winner_full_rank": mine.rank,
             "halved_winner_full_value": mine.objective.mean, "full_winner_value": o.mean,
             "full_ci95": [o.lo, o.hi] if o.n > 1 else None,
-            "inside_ci95": bool(o.n > 1 and o.lo <= mine.objective.mean <= o.hi)}
+            "inside_ci95": bool(o.n > 1 and o.lo <= mine.objective.mean <= o.hi),
+            "full_winner_in_ladder": fate(decisions, fw)}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -119,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
                "epoch_time_halved_s": halved_cost(ts, decisions, spec),
                "epoch_time_full_s": sum(r.get("time_s", 0) for t in ts for r in t.history()),
                "trial_time_full_s": sum(float(t.get("wall_time_s") or 0) for t in ts),
-               **verdict(board(recs, survivors), board(recs, ts))}
+               **verdict(board(recs, survivors), board(recs, ts), decisions)}
         if s == 0:
             row["real_run"] = {**real0, "ladder_matches_replay": same_ladder(ladder0, decisions),
                                "winner_matches_replay": real0["winner"] == row["halved_winner"]}
@@ -135,7 +146,7 @@ def run(args: argparse.Namespace) -> dict:
                       "trial_time_full_s": sum(float(t.get("wall_time_s") or 0) for t in ft),
                       "ladder_matches_replay": same_ladder(records.read_json(args.out / "repeats" / halving.LADDER)
                                                            ["decisions"], decisions),
-                      **verdict(board(rrecs, rt), board(frecs, ft))}
+                      **verdict(board(rrecs, rt), board(frecs, ft), decisions)}
     print(json.dumps(out["repeats"]), flush=True)
     return out
 
@@ -150,7 +161,7 @@ def markdown(res: dict) -> str:
     lines = [f"Successive halving vs the full grid: preset={st['preset']}, {st['epochs']} epochs, eta={st['eta']}, "
              f"min_epochs={st['min_epochs']} (rungs {res['rungs']}), train.threads={st['threads']}, data {st['data']}",
              "", "| procedure | ladder | epochs halved / full | time halved / full | halved winner (its full rank) "
-             "| full winner | same winner? |", "|---|---|---|---|---|---|---|"]
+             "| full winner | same winner? | full winner in the ladder |", "|---|---|---|---|---|---|---|---|"]
     for r in res["task11"]:
         how = "run" if r["seed"] == 0 else "replayed"
         t_h, t_f = (real["trial_time_s"], r["trial_time_full_s"]) if r["seed"] == 0 else \
@@ -159,14 +170,16 @@ def markdown(res: dict) -> str:
         lines.append(f"| task11 seed {r['seed']} ({how}) | {r['ladder']} | {r['epochs_halved']} / {r['epochs_full']} = "
                      f"{r['epochs_halved'] / r['epochs_full']:.2f} | {kind} {t_h:.0f} / {t_f:.0f} s = {t_h / t_f:.2f} | "
                      f"{_cfg(r['halved_winner'])} {r['halved_winner_full_value']:.3f} (#{r['halved_winner_full_rank']}) | "
-                     f"{_cfg(r['full_winner'])} {r['full_winner_value']:.3f} | {'yes' if r['same'] else 'no'} |")
+                     f"{_cfg(r['full_winner'])} {r['full_winner_value']:.3f} | {'yes' if r['same'] else 'no'} | "
+                     f"{r['full_winner_in_ladder']} |")
     ci = rep["full_ci95"]
     same = "yes" if rep["same"] else ("no, but inside the winner's 95% CI" if rep["inside_ci95"] else "no")
     lines.append(f"| repeats: 9 configs x 3 seeds (run) | {rep['ladder']} | {rep['epochs_halved']} / {rep['epochs_full']} = "
                  f"{rep['epochs_halved'] / rep['epochs_full']:.2f} | trial {rep['trial_time_halved_s']:.0f} / "
                  f"{rep['trial_time_full_s']:.0f} s = {rep['trial_time_halved_s'] / rep['trial_time_full_s']:.2f} | "
                  f"{_cfg(rep['halved_winner'])} {rep['halved_winner_full_value']:.3f} (#{rep['halved_winner_full_rank']}) | "
-                 f"{_cfg(rep['full_winner'])} {rep['full_winner_value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {same} |")
+                 f"{_cfg(rep['full_winner'])} {rep['full_winner_value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {same} | "
+                 f"{rep['full_winner_in_ladder']} |")
     hits = sum(r["same"] for r in res["task11"])
     lines += ["", f"task11: the halved winner is the full grid's winner in {hits} of 3 seeds.",
               f"Real halved runs: task11 seed 0 driver {real['wall_s']:.0f} s, ladder = replay: "

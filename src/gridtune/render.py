@@ -74,7 +74,8 @@ def halving_status(group: Group) -> str | None:
         h = t.get("halving") or {}
         if t.state == "stopped" and isinstance(h.get("rung"), int):
             value = f"{h['value']:.4f}" if isinstance(h.get("value"), (int, float)) else "-"
-            return f"stopped at rung {h['rung']} (epoch {h.get('epoch')}, value {value}): rank {h.get('rank')} of {h.get('of')}"
+            return (f"stopped at rung {h['rung']} (epoch {h.get('epoch')}, value {value}): "
+                    f"rank {h.get('rank')} of {h.get('of')}")
     return None
 
 

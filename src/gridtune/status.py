@@ -5,7 +5,8 @@ from the scheduler: SLURM reports COMPLETED for a job whose Python trial raised,
 only shown next to ours, from `squeue`/`sacct` where those exist.
 
 States: ok / diverged / stopped (final; stopped early by successive halving), oom / failed / torn
-(need a rerun), paused (at a halving rung, waiting for the next), running (claim.json, no result), pending (directory but no claim and no result; may hold a checkpoint) and missing
+(need a rerun), paused (at a halving rung, waiting for the next), running (claim.json, no
+result), pending (directory but no claim and no result; may hold a checkpoint) and missing
 (in the manifest, no directory). Exit code: 0 all final, 1 some failed/oom/torn, 3 some not
 finished yet (wins over 1: a poller waits while this is 3), 2 bad arguments.
 
@@ -122,7 +123,8 @@ def _finished(result: dict, status, objective: str | None) -> dict:
     if status == "diverged":
         return {"state": status, "detail": f"diverged at epoch {result.get('diverged_epoch')}"}
     if status in ("stopped", "paused"):   # successive halving: at a rung, for good or for now
-        return {"state": status, "detail": result.get("stop_reason") or f"paused after epoch {result.get('epochs_run')}"}
+        detail = result.get("stop_reason") or f"paused after epoch {result.get('epochs_run')}"
+        return {"state": status, "detail": detail}
     if status != "ok":
         err = " ".join(str(result.get("error") or "no error message").split())
         return {"state": status, "detail": err[:160]}

@@ -145,11 +145,13 @@ class GridtuneSweeper(Sweeper):
             returns = self._launch(sweep_dir, todo, k)
         else:
             from gridtune import ladder
-            returns, complete = ladder.run_ladder(spec, trials, sweep_dir, str(cfg0.objective), str(cfg0.objective_mode),
-                                                  lambda todo, stop: self._launch(sweep_dir, todo, k, stop))
+            returns, complete = ladder.run_ladder(
+                spec, trials, sweep_dir, str(cfg0.objective), str(cfg0.objective_mode),
+                lambda rung_todo, stop_after: self._launch(sweep_dir, rung_todo, k, stop_after))
         raised = self._raised(returns)
         self._summary(sweep_dir, trials, records)
-        if raised or not complete:   # not a trial's recorded failure: the job itself broke, so say so and exit non-zero
+        # a job that broke (not a trial's recorded failure), or a ladder that could not go on: exit non-zero
+        if raised or not complete:
             sys.exit(1)
         return returns
 
