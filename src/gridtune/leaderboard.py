@@ -179,7 +179,9 @@ def _separability(board: Leaderboard) -> None:
     groups = [g for g in board.groups if g.survivor]   # stopped configs were scored at earlier epochs
     if len(groups) < 2:
         board.separable, board.separability = True, "n/a"
-        board.note = "only one config was ranked: there is no runner-up to separate from"
+        board.note = ("only one config survived successive halving: the stopped ones were scored at earlier epochs, "
+                      "so there is no runner-up to separate from" if len(board.groups) > len(groups) else
+                      "only one config was ranked: there is no runner-up to separate from")
         return
     win = groups[0]
     if win.objective.n < 2:
