@@ -14,7 +14,7 @@ WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lock-check data demo test test-fast bench slurm-up slurm-down clean
+.PHONY: help install lock lock-check data demo test test-fast bench bench-halving slurm-up slurm-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ test-fast: install  ## only the fast tests (no slow, slurm or gpu markers)
 bench: install  ## measure throughput, data path, overheads, the naive baseline and fused trials; writes bench.json/bench.md
 	$(BIN)/python scripts/bench.py
 
+bench-halving: data  ## successive halving vs the full grid (task11 + a repeats grid, 3 seeds); writes bench_halving.json/.md
+	$(BIN)/python scripts/bench_halving.py --data $(DATA) $(BENCH_HALVING_ARGS)
+
 slurm-up:  ## start the single-node SLURM cluster (root; installs Debian's slurm packages)
 	bash scripts/slurm_local.sh up
 
@@ -65,4 +68,4 @@ slurm-down:  ## stop the cluster this repo's script started
 	bash scripts/slurm_local.sh down
 
 clean:  ## remove sweeps, runs and caches (keeps .venv and data)
-	rm -rf $(OUT) outputs multirun .pytest_cache bench.json bench.md
+	rm -rf $(OUT) outputs multirun .pytest_cache bench.json bench.md bench_halving.json bench_halving.md

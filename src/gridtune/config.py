@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 NON_SEMANTIC_TOP = ("hydra", "launcher", "tracking", "final", "out_root", "sweep_name", "device")
 # Keys inside groups that are locations or resource hints, not experiment settings.
 NON_SEMANTIC_NESTED = {"data": ("root", "cache_dir", "resident", "resident_max_gb"),
-                       "train": ("threads", "compile", "cudnn_benchmark", "oom_retry")}
+                       "train": ("threads", "compile", "cudnn_benchmark", "oom_retry", "stop_after_epoch")}
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adamax")
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "plateau")
@@ -101,6 +101,8 @@ def validate(cfg: DictConfig) -> list[str]:
     check("l2", lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "must be >= 0")
     check("seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "must be an integer")
     check("train.epochs", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+    check("train.stop_after_epoch", lambda v: v is None or (isinstance(v, int) and v >= 1),
+          "must be null or an integer >= 1")
     check("train.batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     check("train.eval_batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     check("train.amp", lambda v: v in ("auto", "bf16", "fp16", "off"), "must be auto|bf16|fp16|off")

@@ -178,7 +178,7 @@ class TrialRun:
 
     def fit(self) -> None:
         cfg, epochs = self.cfg, self.epochs
-        while self.epoch < epochs and not self.stopped_early:
+        while self.epoch < self.until and not self.stopped_early:
             epoch = self.epoch + 1
             lrs = self.scheduler.current_lrs()
             t0 = time.perf_counter()
@@ -217,6 +217,19 @@ class TrialRun:
             self.tracker.log_epoch(row)
         print(f"[gridtune] {self.out.name} epoch {epoch}/{epochs} train/loss={tr['train/loss']:.4f} "
               f"val/loss={val['val/loss']:.4f} val/acc={val['val/acc']:.4f} ({row['time_s']:.1f}s)", flush=True)
+
+    @property
+    def until(self) -> int:
+        """The epoch this run stops after: train.epochs, or successive halving's rung
+        (train.stop_after_epoch), which ends the run early without changing the schedule, so the
+        trial resumed later continues as if it had never paused."""
+        stop_after = self.cfg.train.get("stop_after_epoch")
+        return min(self.epochs, int(stop_after)) if stop_after else self.epochs
+
+    @property
+    def paused(self) -> bool:
+        """Stopped by train.stop_after_epoch before train.epochs (not by early stopping)."""
+        return self.epoch < self.epochs and not self.stopped_early
 
     def summary(self) -> dict:
         """The result.json fields this run knows (also after a divergence: the best epoch so far)."""

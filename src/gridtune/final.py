@@ -73,11 +73,13 @@ def read_best(sweep_dir: Path) -> dict:
 
 
 def single_run_overrides(overrides: list[str]) -> list[str]:
-    """A trial's overrides minus what only a multirun means: hydra settings and the job's chunk."""
+    """A trial's overrides minus what only a multirun means: hydra settings, the job's chunk and a
+    halving rung's stop epoch."""
     keep = []
     for o in map(str, overrides):
         k = _key(o)
-        if k.startswith(("hydra.", "hydra/")) or k in ("hydra", "launcher.chunk") or o.startswith("-"):
+        multirun_only = k in ("hydra", "launcher.chunk", "train.stop_after_epoch")
+        if k.startswith(("hydra.", "hydra/")) or multirun_only or o.startswith("-"):
             continue
         keep.append(o)
     return keep

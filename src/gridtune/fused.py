@@ -158,10 +158,10 @@ def _train(entries, index, job_type) -> dict[int, dict] | None:
 def _fit(model, runs, finish) -> None:
     from . import fused_loop
     lead = runs[0]
-    pending = [b for b, r in enumerate(runs) if r.epoch < r.epochs]
+    pending = [b for b, r in enumerate(runs) if r.epoch < r.until]
     for b in range(len(runs)):
         if b not in pending:
-            finish(b, {"status": "ok"})
+            finish(b, {"status": "paused" if runs[b].paused else "ok"})
     while pending:
         model.unpack()
         model.pack(pending)
@@ -185,6 +185,6 @@ def _fit(model, runs, finish) -> None:
                 run.scaler.load_state_dict(lead.scaler.state_dict())   # one loss scale for the group
             val, extra = run.score(*pred)
             run.record_epoch(epoch, lrs[b], trs[b], val, extra, time.perf_counter() - t0)
-            if run.stopped_early or run.epoch >= run.epochs:
-                finish(b, {"status": "ok"})
-        pending = [b for b in outs if not (runs[b].stopped_early or runs[b].epoch >= runs[b].epochs)]
+            if run.stopped_early or run.epoch >= run.until:
+                finish(b, {"status": "paused" if run.paused else "ok"})
+        pending = [b for b in outs if not (runs[b].stopped_early or runs[b].epoch >= runs[b].until)]

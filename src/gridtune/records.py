@@ -34,15 +34,18 @@ BEST = "best.pt"
 CLAIM = "claim.json"
 MANIFEST = "gridtune_sweep.json"
 
-# Statuses a trial record can carry. `diverged` is final (rerunning gives the same NaN), and so is
-# `stopped` (halted early at a rung, with a `stop_reason`); `failed` and `oom` are retried when the
-# sweep is run again. `gridtune.sweepdir` turns them, with claims and checkpoints, into states.
-STATUSES = ("ok", "diverged", "oom", "failed", "stopped")
-FINAL_STATUSES = ("ok", "diverged", "stopped")
+# Statuses a trial record can carry. `diverged` is final (rerunning gives the same NaN);
+# `failed` and `oom` are retried when the sweep is run again. `paused` (stopped at a halving rung's
+# epoch by train.stop_after_epoch) and `stopped` (stopped early by successive halving, with a
+# `stop_reason`) are not final either: the halving ladder (halving.json) keeps a stopped trial
+# stopped, and a sweep of the same grid without halving resumes both to train.epochs.
+# `gridtune.sweepdir` turns them, with claims and checkpoints, into states.
+STATUSES = ("ok", "diverged", "oom", "failed", "paused", "stopped")
+FINAL_STATUSES = ("ok", "diverged")
 
 # Keys every result.json has (values may be null where they do not apply).
 RESULT_KEYS = (
-    "schema", "trial_id", "sweep", "status", "error", "diverged_epoch",
+    "schema", "trial_id", "sweep", "status", "error", "diverged_epoch", "stop_reason",
     "params", "overrides", "objective", "objective_mode", "metrics", "per_class_acc",
     "calibration", "best_epoch", "epochs_run", "stopped_early", "wall_time_s",
     "train_samples_per_s", "git_sha", "git_dirty", "cache_hash", "n_skipped_files",

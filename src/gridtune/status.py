@@ -4,9 +4,10 @@ The state of each trial comes from its directory (see `gridtune.records` for the
 from the scheduler: SLURM reports COMPLETED for a job whose Python trial raised, so its view is
 only shown next to ours, from `squeue`/`sacct` where those exist.
 
-States are `gridtune.sweepdir`'s (the reducer uses the same): ok / stopped / diverged (final),
-oom / failed / torn (need a rerun), running, interrupted and pending (not finished). The final
-run, when there is one, is shown on its own line, never as a trial. Exit code: 0 all final, 1 some
+States are `gridtune.sweepdir`'s (the reducer uses the same): ok / stopped / diverged (done;
+stopped: early, by successive halving), oom / failed / torn (need a rerun), paused (at a halving
+rung, waiting for the next), running, interrupted and pending (not finished). The final run, when
+there is one, is shown on its own line, never as a trial. Exit code: 0 all final, 1 some
 failed/oom/torn, 3 some not finished yet (wins over 1: a poller waits while this is 3), 2 bad
 arguments.
 

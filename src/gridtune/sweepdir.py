@@ -3,8 +3,9 @@
 `read_sweep(dir)` lists every trial the manifest expects plus every trial directory found on disk,
 and gives each exactly one state from `STATES`:
 
-    ok, stopped, diverged     final records (stopped: halted early at a rung, `stop_reason` says why)
+    ok, stopped, diverged     done (stopped: halted early by successive halving, `stop_reason` says why)
     oom, failed, torn         need a rerun (torn: result.json unparseable or of an unknown status)
+    paused                    at a halving rung's epoch, waiting for the ladder's next rung
     running                   a live claim.json (also a failed trial being retried)
     interrupted               a checkpoint or history but no final record and no live claim
     pending                   expected by the manifest, nothing of it on disk yet
@@ -24,10 +25,10 @@ from pathlib import Path
 
 from gridtune import claims, records
 
-STATES = ("ok", "stopped", "diverged", "oom", "failed", "torn", "running", "interrupted", "pending")
+STATES = ("ok", "stopped", "diverged", "oom", "failed", "torn", "paused", "running", "interrupted", "pending")
 DONE = ("ok", "stopped", "diverged")
 NEEDS_RERUN = ("oom", "failed", "torn")
-UNFINISHED = ("running", "interrupted", "pending")
+UNFINISHED = ("paused", "running", "interrupted", "pending")
 TRIAL_FILES = (records.RESULT, records.CLAIM, records.HISTORY, records.CHECKPOINT)
 FINAL_DIR = "final"                       # where `gridtune.final` writes by default
 FINAL_RECORD = "final.json"
@@ -183,6 +184,9 @@ def _apply_result(t: Trial, result: dict) -> None:
     elif status == "stopped":
         t.state = "stopped"
         t.reason = _one_line(result.get("stop_reason") or error or "stopped early, no reason recorded")
+    elif status == "paused":
+        t.state = "paused"
+        t.reason = f"paused after epoch {result.get('epochs_run')}: waiting for its next halving rung"
     else:
         t.state, t.reason = status, _one_line(error) if error else f"status {status}, no error text recorded"
 

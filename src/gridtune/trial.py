@@ -92,8 +92,9 @@ def new_record(cfg, tid: str, overrides, batch_size: int) -> dict:
     """A trial record before training: identity, params, provenance; every RESULT_KEYS key present."""
     sha, dirty = records.git_info()
     rec = {k: None for k in records.RESULT_KEYS}
+    overrides = [o for o in overrides or [] if not _rung_override(o)]
     rec.update(schema=1, trial_id=tid, sweep=cfg.sweep_name, params=params_of(cfg, overrides, batch_size),
-               overrides=list(overrides or []), objective=cfg.objective, objective_mode=cfg.objective_mode,
+               overrides=overrides, objective=cfg.objective, objective_mode=cfg.objective_mode,
                git_sha=sha, git_dirty=dirty, host=socket.gethostname(), slurm_job_id=claims.slurm_job(),
                started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), config=semantic_config(cfg))
     return rec
@@ -122,12 +123,28 @@ def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int
             from .engine import TrialRun
             run = TrialRun(cfg, out, batch_size=batch_size, tracker=tracker)
             run.fit()
-            rec["status"] = "ok"
+            rec["status"] = "paused" if run.paused else "ok"
     except Exception as e:   # expected failures become a status; the sweep goes on
         rec.update(classify(e))
         if rec["status"] == "failed":
             traceback.print_exc()
-    return close_record(cfg, out, rec, run, time.perf_counter() - t0)
+    return close_record(cfg, out, rec, run, time.perf_counter() - t0 + _paused_time(out, tid))
+
+
+def _rung_override(item) -> bool:
+    """The halving driver's `train.stop_after_epoch` override: how far this run goes, not what the trial is."""
+    return str(item).lstrip("+~").split("=", 1)[0] == "train.stop_after_epoch"
+
+
+def _paused_time(out: Path, tid: str) -> float:
+    """Wall time of this trial's earlier runs up to a halving rung (a paused or stopped record)."""
+    try:
+        prev = records.read_json(out / records.RESULT)
+    except (FileNotFoundError, records.TornRecord):
+        return 0.0
+    if isinstance(prev, dict) and prev.get("trial_id") == tid and prev.get("status") in ("paused", "stopped"):
+        return float(prev.get("wall_time_s") or 0.0)
+    return 0.0
 
 
 def classify(e: BaseException) -> dict:

@@ -6,6 +6,8 @@ Trials whose knobs differ only in `seed` form one config group. A group is ranke
 the objective over its ok trials (ties: lower mean val/loss), and carries mean, std, n and a 95 %
 t interval for the objective and val/loss. Whether the winner is separable from the runners-up is
 decided here, once, so that the terminal, Markdown, HTML and best.yaml all say the same thing.
+With successive halving, configs stopped at a rung rank after the survivors, by the rung they
+reached and then by their objective (gridtune.halving.tier); only survivors can win.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridtune import knobs
+from gridtune import halving, knobs
 from gridtune.sweepdir import STATES, Sweep, Trial
 from gridtune.sweepdir import counts as state_counts
 
@@ -22,6 +24,8 @@ from gridtune.sweepdir import counts as state_counts
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
          2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
          2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+# States of the trials a config is ranked on.
+RANKED = ("ok", "stopped")
 # Objectives where lower is better when the mode is not given explicitly.
 _LOWER_IS_BETTER = ("loss", "ece", "overconfidence", "error", "time")
 
@@ -70,7 +74,7 @@ class Group:
     key: str
     params: dict                      # the config without its seed
     members: list[Trial]              # ok trials, ranked on
-    others: list[Trial] = field(default_factory=list)  # same config, not ok (diverged seed, ...)
+    others: list[Trial] = field(default_factory=list)  # same config, not ranked (diverged seed, ...)
     objective: Stat | None = None
     loss: Stat | None = None
     rank: int = 0
@@ -79,6 +83,11 @@ class Group:
     def seeds(self) -> list:
         seeds = {knobs.value(t.params, t.overrides, "seed") for t in self.members}
         return sorted((s for s in seeds if s is not None), key=str)
+
+    @property
+    def survivor(self) -> bool:
+        """False for a config stopped early by successive halving."""
+        return halving.tier([t.result for t in self.members])[0] == 0
 
     @property
     def representative(self) -> Trial:
@@ -133,7 +142,7 @@ class Leaderboard:
 
     @property
     def winner(self) -> Group | None:
-        return self.groups[0] if self.groups else None
+        return self.groups[0] if self.groups and self.groups[0].survivor else None
 
     def skipped_files(self) -> list[tuple[str, str, int]]:
         """(path, reason, number of trials reporting it), deduplicated across trials."""
@@ -180,10 +189,12 @@ def _overlap(a: Stat, b: Stat) -> bool:
 
 
 def _separability(board: Leaderboard) -> None:
-    groups = board.groups
+    groups = [g for g in board.groups if g.survivor]   # stopped configs were scored at earlier epochs
     if len(groups) < 2:
         board.separable, board.separability = True, "n/a"
-        board.note = "only one config was ranked: there is no runner-up to separate from"
+        board.note = ("only one config survived successive halving: the stopped ones were scored at earlier epochs, "
+                      "so there is no runner-up to separate from" if len(board.groups) > len(groups) else
+                      "only one config was ranked: there is no runner-up to separate from")
         return
     win = groups[0]
     if win.objective.n < 2:
@@ -210,11 +221,11 @@ def build(records: Sweep, objective: str, mode: str) -> Leaderboard:
     """Group, rank and judge separability. Ok trials without the objective are listed as not ranked."""
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
-    reasons = {t.trial_id: f"status ok but metrics[{objective!r}] is missing or not finite"
-               for t in records.trials if t.state == "ok" and t.metric(objective) is None}
+    reasons = {t.trial_id: f"status {t.state} but metrics[{objective!r}] is missing or not finite"
+               for t in records.trials if t.state in RANKED and t.metric(objective) is None}
 
     def rankable(t: Trial) -> bool:
-        return t.state == "ok" and t.trial_id not in reasons
+        return t.state in RANKED and t.trial_id not in reasons
     varying = knobs.axes(records.trials)
     base = base_knobs(records.trials)
     groups = [g for g in _group(records.trials, varying + base, rankable).values() if g.members]
@@ -224,7 +235,7 @@ def build(records: Sweep, objective: str, mode: str) -> Leaderboard:
         g.objective = Stat.of(t.metric(objective) for t in g.members)
         g.loss = Stat.of(t.metric("val/loss") for t in g.members)
     # Round before comparing so float noise in means does not break genuine ties.
-    groups.sort(key=lambda g: (round(sign * g.objective.mean, 12),
+    groups.sort(key=lambda g: (halving.tier([t.result for t in g.members]), round(sign * g.objective.mean, 12),
                                round(g.loss.mean, 12) if g.loss.mean is not None else math.inf,
                                g.representative.trial_id))
     for i, g in enumerate(groups, 1):

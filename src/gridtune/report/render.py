@@ -54,6 +54,9 @@ def _int_range(values) -> str:
 
 
 def group_status(group: Group) -> str:
+    stopped = halving_status(group)
+    if stopped:
+        return stopped
     n_ok, n_all = len(group.members), len(group.members) + len(group.others)
     status = "ok" if n_ok == n_all else f"{n_ok}/{n_all} ok (" + ", ".join(
         f"{sum(t.state == s for t in group.others)} {s}" for s in sorted({t.state for t in group.others})) + ")"
@@ -61,6 +64,22 @@ def group_status(group: Group) -> str:
     if early:
         status += ", early stop" + (f" {early}/{n_ok}" if n_ok > 1 else "")
     return status
+
+
+def halving_status(group: Group) -> str | None:
+    """'stopped at rung k (epoch e, value v): rank r of n' for a config that halving stopped, else None."""
+    for t in group.members:
+        h = t.get("halving") or {}
+        if t.state == "stopped" and isinstance(h.get("rung"), int):
+            value = f"{h['value']:.4f}" if isinstance(h.get("value"), (int, float)) else "-"
+            return (f"stopped at rung {h['rung']} (epoch {h.get('epoch')}, value {value}): "
+                    f"rank {h.get('rank')} of {h.get('of')}")
+    return None
+
+
+def extra_params(board: Leaderboard) -> list[str]:
+    base = {k for k, _ in BASE_PARAMS}
+    return [k for k in board.varying if k not in base and k != "seed"]
 
 
 def _show_seeds(board: Leaderboard) -> bool:

@@ -6,8 +6,9 @@ exit if any is invalid (gridtune.preflight adds the data and SLURM checks), so n
 not even the valid ones. It computes each trial's id, drops duplicates, skips trials whose record is
 final (ok or diverged) and holds the cache key of the data as it is now, writes the manifest and
 each pending trial's config into its directory, prepares the shared audio cache once, and then
-launches the rest as one array, `launcher.trials_per_job` trials per job. `dry_run: true` (used by
-`python -m gridtune.plan`) stops after printing the plan.
+launches the rest as one array, `launcher.trials_per_job` trials per job. With `halving.eta` set it
+runs the grid as a successive-halving ladder instead (gridtune.ladder: one launch per rung).
+`dry_run: true` (used by `python -m gridtune.plan`) stops after printing the plan (and the ladder).
 """
 
 import logging
@@ -27,20 +28,31 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class HalvingConf:
+    eta: Optional[int] = None                     # successive halving: keep the top 1/eta configs per rung (null: off)
+    min_epochs: int = 1                           # first rung's epochs; rungs at min_epochs * eta^k, then train.epochs
+
+
+@dataclass
 class GridtuneSweeperConf:
     _target_: str = "hydra_plugins.gridtune_sweeper.gridtune_sweeper.GridtuneSweeper"
     params: Optional[Dict[str, str]] = None       # the grid: key -> comma list (grid files set it)
     repeats: int = 1                              # run every config with seeds seed, seed+1, ...
     dry_run: bool = False                         # print the plan, launch nothing
     prepare_cache: bool = True                    # decode the audio once in the driver, before fanning out
+    halving: HalvingConf = field(default_factory=HalvingConf)   # early stopping of poor configs by rung
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="gridtune", node=GridtuneSweeperConf, provider="gridtune")
 
 
 class GridtuneSweeper(Sweeper):
-    def __init__(self, params=None, repeats: int = 1, dry_run: bool = False, prepare_cache: bool = True) -> None:
+    def __init__(self, params=None, repeats: int = 1, dry_run: bool = False, prepare_cache: bool = True,
+                 halving=None) -> None:
         self.params = dict(params or {})
+        self.halving = dict(halving or {})
+        self.job_idx = 0
+        self.broke = False           # a launch that raised: sbatch refused, or a job died without a result
         self.repeats, self.dry_run, self.prepare_cache = int(repeats), bool(dry_run), bool(prepare_cache)
         self.config = self.launcher = self.hydra_context = None
 
@@ -98,6 +110,7 @@ class GridtuneSweeper(Sweeper):
         if not trials:
             print("gridtune: the grid is empty; nothing to launch", file=sys.stderr)
             sys.exit(2)
+        spec = self._halving_spec(trials)
         for t in trials:
             gconfig.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
         done, stale = set(), {}
@@ -118,6 +131,12 @@ class GridtuneSweeper(Sweeper):
               f"(composed in {time.perf_counter() - t0:.1f}s)", flush=True)
         if stale:
             print(f"gridtune: {preflight.redone_message(list(stale.values()))}", flush=True)
+        if spec is not None:
+            from gridtune import halving, ladder
+            n_configs = len({ladder.config_key(t["cfg"]) for t in trials})
+            print(f"gridtune: successive halving, eta={spec.eta}, min_epochs={spec.min_epochs}, rungs at epochs "
+                  f"{spec.rungs}:\n" + "\n".join(halving.plan_lines(spec, n_configs, len(trials) // n_configs)),
+                  flush=True)
         if self.dry_run:
             for t in trials:
                 state = "done" if t["trial_id"] in done else "redo" if t["trial_id"] in stale else "run"
@@ -131,31 +150,62 @@ class GridtuneSweeper(Sweeper):
         if not todo:
             print(f"gridtune: nothing to run. Reduce with: python -m gridtune.reduce {sweep_dir}", flush=True)
             return []
-        for t in todo:                                  # the configs chunk members will load
-            hydra_dir = sweep_dir / t["trial_id"] / ".hydra"
-            cfg = OmegaConf.masked_copy(t["cfg"], [k for k in t["cfg"] if k != "hydra"])
-            records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-            records.atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(t["overrides"]))
         if self.prepare_cache:
             self._prepare(cfg0)
+        complete = True
+        if spec is None:
+            returns = self._launch(sweep_dir, todo, k)
+        else:
+            from gridtune import ladder
+            returns, complete = ladder.run_ladder(
+                spec, trials, sweep_dir, str(cfg0.objective), str(cfg0.objective_mode),
+                lambda rung_todo, stop_after: self._launch(sweep_dir, rung_todo, k, stop_after))
+        raised = self._raised(returns)
+        self._summary(sweep_dir, trials, sweepdir)
+        # a job that broke (not a trial's recorded failure), or a ladder that could not go on: exit non-zero
+        if raised or self.broke or not complete:
+            sys.exit(1)
+        return returns
+
+    def _launch(self, sweep_dir: Path, todo, k: int, stop_after: Optional[int] = None) -> list:
+        """Write the configs chunk members will load, then launch `todo` as jobs of <= k trials
+        (to `stop_after` epochs when given: a halving rung)."""
+        from gridtune import records
+        extra = [f"++train.stop_after_epoch={stop_after}"] if stop_after else []
+        for t in todo:
+            hydra_dir = sweep_dir / t["trial_id"] / ".hydra"
+            cfg = OmegaConf.masked_copy(t["cfg"], [key for key in t["cfg"] if key != "hydra"])
+            OmegaConf.update(cfg, "train.stop_after_epoch", stop_after, force_add=True)
+            records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+            records.atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(t["overrides"]))
         jobs = []
         for i in range(0, len(todo), k):
             chunk = todo[i:i + k]
             ids = ",".join(f"'{t['trial_id']}'" for t in chunk[1:])
-            jobs.append(chunk[0]["overrides"] + ([f"++launcher.chunk=[{ids}]"] if ids else []))
-        broke = False
+            jobs.append(chunk[0]["overrides"] + extra + ([f"++launcher.chunk=[{ids}]"] if ids else []))
         try:
-            returns = self.launcher.launch(jobs, initial_job_idx=0)
+            returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
         except Exception as e:   # sbatch refused, or a job died without a result (killed, node lost)
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             reason = "; ".join(ln for ln in lines if "error" in ln.lower()) or (lines[0] if lines else "")
             print(f"gridtune: launcher: {type(e).__name__}: {reason}", file=sys.stderr)
-            returns, broke = [], True
-        raised = self._raised(returns)
-        self._summary(sweep_dir, trials, sweepdir)
-        if raised or broke:   # not a trial's recorded failure: the job itself broke, so say so and exit non-zero
-            sys.exit(1)
-        return returns
+            returns, self.broke = [], True
+        self.job_idx += len(jobs)
+        return list(returns or [])
+
+    def _halving_spec(self, trials):
+        """The ladder's Spec when halving is on, None when off; a bad setting exits 2, one line each."""
+        from gridtune import halving
+        eta = self.halving.get("eta")
+        if eta is None:
+            return None
+        epochs = {int(t["cfg"].train.epochs) for t in trials}
+        bad = halving.check(eta, self.halving.get("min_epochs"), epochs, {str(t["cfg"].objective) for t in trials})
+        for p in bad:
+            print(f"gridtune: {p}; nothing was launched", file=sys.stderr)
+        if bad:
+            sys.exit(2)
+        return halving.Spec(int(eta), int(self.halving["min_epochs"]), epochs.pop())
 
     # -- helpers --------------------------------------------------------------------------------
     @staticmethod

@@ -24,11 +24,11 @@ _BOARD: Leaderboard | None = None
 
 
 def _jobs() -> dict:
-    from gridtune.report.plots import curves, params
+    from gridtune.report.plots import curves, halving, params
     # Slowest first, so that it starts at once when plots are drawn in parallel.
     return {"learning_curves.png": curves.plot_curves, "reliability.png": curves.plot_reliability,
             "heatmap.png": params.plot_heatmap, "objective_vs_lr.png": params.plot_vs_lr,
-            "by_category.png": curves.plot_by_category}
+            "by_category.png": curves.plot_by_category, "halving.png": halving.plot_ladder}
 
 
 def _draw(job: tuple[str, Path]):
@@ -82,5 +82,5 @@ def make_plots(board: Leaderboard, out_dir, workers: int | None = None) -> list[
         elif path.exists():  # drawn by an earlier reduce but not wanted now: keep the folder honest
             path.unlink()
     # The report shows them in reading order: curves, heatmap, lr, reliability, categories.
-    order = ["learning_curves", "heatmap", "objective_vs_lr", "reliability", "by_category"]
+    order = ["learning_curves", "halving", "heatmap", "objective_vs_lr", "reliability", "by_category"]
     return sorted(made, key=lambda f: order.index(f.name) if f.name in order else len(order))

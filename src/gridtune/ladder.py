@@ -1,0 +1,103 @@
+"""The successive-halving driver: run a grid rung by rung through the sweeper's launcher.
+
+`run_ladder` replaces the sweeper's single launch when `hydra.sweeper.halving.eta` is set. For
+each rung it launches the members that have not reached the rung epoch yet, with
+`train.stop_after_epoch` set to it (a non-semantic knob: the trial id, directory and checkpoint
+are those of the full grid, and the trial's schedule is still that of `train.epochs`), so a
+promoted trial resumes from its checkpoint. Trials that stop at a rung epoch record status
+`paused` (not final). Once every member of a rung is settled, the rung's decision is computed from
+the records (`gridtune.halving.decide`), the ladder file is rewritten, and the trials that do not
+go on get status `stopped` with their reason and best metrics so far (a trial already final, ok
+or diverged, keeps its record). The last rung runs the survivors to `train.epochs` (status `ok`).
+
+A rung with a trial that failed or went missing is not decided: the driver says so and stops, and
+the same command run again retries those trials and continues. A killed driver rerun with the same
+command recomputes the same decisions from the same records, so no trial is trained twice.
+Locally the rungs run one after the other; on SLURM each rung is one job array of the survivors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+from gridtune import halving, records
+from gridtune.config import semantic_config
+
+
+def config_key(cfg) -> str:
+    """The trial's semantic config without its seed: the seeds of one config share it."""
+    sem = semantic_config(cfg)
+    sem.pop("seed", None)
+    return hashlib.sha1(json.dumps(sem, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _record(trial_dir: Path, tid: str) -> dict | None:
+    try:
+        rec = records.read_json(trial_dir / records.RESULT)
+    except (FileNotFoundError, records.TornRecord):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("trial_id") == tid else None
+
+
+def settled(rec: dict | None, epoch: int) -> bool:
+    """Whether a trial needs no more training for a rung at `epoch`: final, or recorded that far."""
+    if rec is None:
+        return False
+    if rec.get("status") in records.FINAL_STATUSES:
+        return True
+    return rec.get("status") in ("paused", "stopped") and (rec.get("epochs_run") or 0) >= epoch
+
+
+def _mark_stopped(sweep_dir: Path, decision: dict, rung: int, epoch: int) -> None:
+    for g in decision["ranking"]:
+        if g["promoted"]:
+            continue
+        for tid in g["trial_ids"]:
+            rec = _record(sweep_dir / tid, tid)
+            if rec is None or rec.get("status") in records.FINAL_STATUSES:
+                continue                   # a final record (diverged, or ok from a full run) stays as it is
+            rec.update(status="stopped", stop_reason=halving.stop_reason(rung, g["rank"], decision["n"]),
+                       halving={"rung": rung, "epoch": epoch, "value": g["value"], "rank": g["rank"],
+                                "of": decision["n"]})
+            records.write_json(sweep_dir / tid / records.RESULT, rec)
+
+
+def run_ladder(spec: halving.Spec, trials: list[dict], sweep_dir: Path, objective: str, mode: str,
+               launch: Callable[[list[dict], int | None], list]) -> tuple[list, bool]:
+    """Run the ladder; `trials` are the sweeper's {trial_id, overrides, cfg}; `launch(todo, stop_after)`
+    runs trials to `stop_after` epochs (None: to train.epochs). Returns (job returns, complete)."""
+    keys = {t["trial_id"]: config_key(t["cfg"]) for t in trials}
+    members, decisions, returns = list(trials), [], []
+    for k, epoch in enumerate(spec.rungs):
+        last = k == len(spec.rungs) - 1
+        todo = [t for t in members if not settled(_record(sweep_dir / t["trial_id"], t["trial_id"]), epoch)]
+        n_configs = len({keys[t["trial_id"]] for t in members})
+        print(f"gridtune: halving rung {k}/{len(spec.rungs) - 1}: {n_configs} config(s), {len(members)} trial(s) "
+              f"to epoch {epoch}: {len(todo)} to run, {len(members) - len(todo)} already there", flush=True)
+        if todo:
+            returns += launch(todo, None if last else epoch)
+        recs = {t["trial_id"]: _record(sweep_dir / t["trial_id"], t["trial_id"]) for t in members}
+        open_ = sorted(tid for tid, rec in recs.items() if not settled(rec, epoch))
+        if open_:
+            halving.write_ladder(sweep_dir, spec, objective, mode, decisions, done=False)
+            states = [(recs[tid] or {}).get("status") or "missing" for tid in open_]
+            print(f"gridtune: halving stopped at rung {k}: {len(open_)} trial(s) did not reach epoch {epoch} "
+                  f"({', '.join(f'{t} {s}' for t, s in zip(open_, states))}); run the same command again "
+                  "to retry them and continue the ladder", flush=True)
+            return returns, False
+        if last:
+            break
+        values = {tid: halving.rung_value(records.read_history(sweep_dir / tid / records.HISTORY),
+                                          objective, mode, epoch) for tid in recs}
+        decision = halving.decide({tid: keys[tid] for tid in recs}, values, spec.eta, mode)
+        decisions.append({"rung": k, "epoch": epoch, **decision})
+        halving.write_ladder(sweep_dir, spec, objective, mode, decisions, done=False)
+        _mark_stopped(sweep_dir, decision, k, epoch)
+        promoted = set(decision["promoted"])
+        members = [t for t in members if t["trial_id"] in promoted]
+        print(f"gridtune: rung {k} at epoch {epoch}: {decision['keep']} of {decision['n']} config(s) go on, "
+              f"{decision['n'] - decision['keep']} stopped", flush=True)
+    halving.write_ladder(sweep_dir, spec, objective, mode, decisions, done=True)
+    return returns, True

@@ -1,0 +1,137 @@
+"""Successive halving's pure parts: rungs, the rung value, decisions from synthetic histories,
+the setting checks, the plan, and how the leaderboard orders stopped configs."""
+import pytest
+
+from gridtune import halving, records
+from gridtune.sweepdir import read_sweep
+from gridtune.report.leaderboard import build
+
+
+def test_rungs_and_sizes():
+    assert halving.Spec(3, 1, 9).rungs == [1, 3, 9]
+    assert halving.Spec(3, 2, 15).rungs == [2, 6, 15]
+    assert halving.Spec(2, 1, 4).rungs == [1, 2, 4]
+    assert halving.Spec(3, 4, 9).rungs == [4, 9]
+    assert halving.Spec(3, 1, 9).sizes(18) == [18, 6, 2]
+    assert halving.Spec(3, 1, 9).sizes(4) == [4, 2, 1]
+    # 18 configs: 18 x 1 + 6 x (3 - 1) + 2 x (9 - 3) epochs, against 18 x 9
+    assert halving.Spec(3, 1, 9).epochs_trained(18) == 42
+    assert halving.Spec(3, 1, 9).epochs_trained(9, repeats=3) == 3 * (9 + 3 * 2 + 1 * 6)
+
+
+def test_rung_value_is_the_best_up_to_the_rung_epoch():
+    hist = [{"epoch": 1, "val/acc": 0.2, "val/loss": 2.0}, {"epoch": 2, "val/acc": 0.5, "val/loss": 1.5},
+            {"epoch": 3, "val/acc": 0.4, "val/loss": 1.7}, {"epoch": 4, "val/acc": 0.9, "val/loss": 0.5}]
+    assert halving.rung_value(hist, "val/acc", "max", 3) == 0.5
+    assert halving.rung_value(hist, "val/loss", "min", 3) == 1.5
+    assert halving.rung_value(hist, "val/acc", "max", 1) == 0.2
+    assert halving.rung_value([], "val/acc", "max", 3) is None
+    assert halving.rung_value([{"epoch": 1, "val/acc": None}], "val/acc", "max", 1) is None
+
+
+def _synthetic(curves: dict[str, list[float]]) -> dict[str, list[dict]]:
+    return {tid: [{"epoch": e, "val/acc": v} for e, v in enumerate(vals, 1)] for tid, vals in curves.items()}
+
+
+def test_decide_keeps_the_top_third_with_deterministic_ties():
+    hist = _synthetic({"a": [0.1, 0.5], "b": [0.6, 0.2], "c": [0.3, 0.3], "d": [0.6, 0.0],
+                       "e": [0.2, 0.25], "f": [0.05, 0.1], "g": [0.6, 0.6]})
+    values = {t: halving.rung_value(h, "val/acc", "max", 2) for t, h in hist.items()}
+    d = halving.decide({t: f"cfg-{t}" for t in hist}, values, 3, "max")
+    # best up to epoch 2: b 0.6, d 0.6, g 0.6 (tie: smallest trial id first), then a 0.5, c, e, f
+    assert [g["trial_ids"] for g in d["ranking"]] == [["b"], ["d"], ["g"], ["a"], ["c"], ["e"], ["f"]]
+    assert d["keep"] == 3 and d["promoted"] == ["b", "d", "g"] and d["stopped"] == ["a", "c", "e", "f"]
+    # the same records in another order give the same decision
+    again = halving.decide(dict(reversed(list({t: f"cfg-{t}" for t in hist}.items()))),
+                           dict(reversed(list(values.items()))), 3, "max")
+    assert again == d
+
+
+def test_decide_ranks_a_configs_seeds_by_their_mean_and_moves_them_together():
+    members = {"x0": "X", "x1": "X", "y0": "Y", "y1": "Y", "z0": "Z", "z1": "Z"}
+    values = {"x0": 0.9, "x1": 0.1, "y0": 0.6, "y1": 0.6, "z0": 0.55, "z1": 0.5}
+    d = halving.decide(members, values, 2, "max")
+    assert [g["config"] for g in d["ranking"]] == ["Y", "Z", "X"]       # means 0.6, 0.525, 0.5
+    assert d["ranking"][0]["value"] == pytest.approx(0.6)
+    assert d["promoted"] == ["y0", "y1", "z0", "z1"] and d["stopped"] == ["x0", "x1"]
+
+
+def test_decide_min_mode_and_configs_without_value_rank_last():
+    d = halving.decide({"a": "A", "b": "B", "c": "C", "d": "D"}, {"a": 1.2, "b": None, "c": 0.8, "d": 3.0},
+                       2, "min")
+    assert [g["config"] for g in d["ranking"]] == ["C", "A", "D", "B"]
+    assert d["promoted"] == ["a", "c"]
+
+
+@pytest.mark.parametrize("eta,min_epochs,epochs,objectives,expected", [
+    (1, 1, {9}, {"val/acc"}, "hydra.sweeper.halving.eta=1: must be an integer >= 2"),
+    (3, 9, {9}, {"val/acc"}, "hydra.sweeper.halving.min_epochs=9: must be an integer >= 1 and < train.epochs (9)"),
+    (3, 0, {9}, {"val/acc"}, "hydra.sweeper.halving.min_epochs=0: must be an integer >= 1 and < train.epochs (9)"),
+    (3, 1, {5, 9}, {"val/acc"}, "train.epochs=[5, 9]: halving needs one train.epochs for the whole grid"),
+    (3, 1, {9}, {"test/f1"}, "objective=test/f1: not recorded per epoch"),
+])
+def test_check_names_the_bad_setting(eta, min_epochs, epochs, objectives, expected):
+    problems = halving.check(eta, min_epochs, epochs, objectives)
+    assert len(problems) == 1 and problems[0].startswith(expected)
+    assert halving.check(3, 1, {9}, {"val/loss"}) == []
+
+
+def test_plan_lines_count_epochs_per_rung_and_the_total():
+    lines = halving.plan_lines(halving.Spec(3, 1, 9), 18)
+    assert lines == ["  rung 0: 18 config(s) x 1 seed(s) to epoch 1 (+1 epochs each)",
+                     "  rung 1: 6 config(s) x 1 seed(s) to epoch 3 (+2 epochs each)",
+                     "  rung 2: 2 config(s) x 1 seed(s) to epoch 9 (+6 epochs each)",
+                     "  total: 42 trained epochs vs 162 for the full grid (0.26x)"]
+
+
+def _trial(sweep, tid, status, value, lr, rung=None, epochs=9, rank=2):
+    rec = {"trial_id": tid, "status": status, "params": {"lr": lr, "dropout": 0.5, "seed": 0},
+           "metrics": {"val/acc": value, "val/loss": 1.0}, "epochs_run": epochs, "objective": "val/acc",
+           "objective_mode": "max"}
+    if rung is not None:
+        rec.update(stop_reason=halving.stop_reason(rung, rank, 3), halving={"rung": rung, "epoch": 3 ** rung,
+                                                                               "value": value, "rank": rank, "of": 3})
+    records.write_json(sweep / tid / records.RESULT, rec)
+
+
+def test_leaderboard_ranks_survivors_then_stopped_by_rung(tmp_path):
+    from gridtune import render
+    _trial(tmp_path, "s1", "ok", 0.50, 1e-3)
+    _trial(tmp_path, "r0", "stopped", 0.90, 1e-4, rung=0, epochs=1)     # high value, but stopped first
+    _trial(tmp_path, "r1a", "stopped", 0.45, 2e-4, rung=1, epochs=3, rank=3)   # same rung: its rank decides
+    _trial(tmp_path, "r1b", "stopped", 0.40, 3e-4, rung=1, epochs=3, rank=2)
+    _trial(tmp_path, "p", "paused", 0.99, 4e-4, epochs=3)
+    board = build(read_sweep(tmp_path), "val/acc", "max")
+    assert [g.representative.trial_id for g in board.groups] == ["s1", "r1b", "r1a", "r0"]
+    assert board.winner.representative.trial_id == "s1"
+    assert [t.trial_id for t in board.not_ranked] == ["p"] and board.not_ranked[0].state == "paused"
+    assert render.group_status(board.groups[1]) == "stopped at rung 1 (epoch 3, value 0.4000): rank 2 of 3"
+    assert render.group_status(board.groups[0]) == "ok"
+
+
+def test_no_winner_while_only_stopped_configs_are_ranked(tmp_path):
+    _trial(tmp_path, "r0", "stopped", 0.9, 1e-4, rung=0, epochs=1)
+    _trial(tmp_path, "p", "paused", 0.5, 1e-3, epochs=1)
+    board = build(read_sweep(tmp_path), "val/acc", "max")
+    assert board.winner is None and len(board.groups) == 1
+
+
+@pytest.mark.slow
+def test_a_paused_trial_resumes_to_the_metrics_of_an_uninterrupted_run(demo_root, tmp_path):
+    """train.stop_after_epoch pauses a trial without changing its id or its schedule."""
+    from conftest import compose
+    from gridtune.config import trial_id
+    from gridtune.trial import run_trial
+    base = ("preset=debug", "train.epochs=3", "sched=cosine", "train.threads=1", f"data.root={demo_root}")
+    whole = run_trial(compose(*base), tmp_path / "whole")
+    paused_cfg = compose(*base, "train.stop_after_epoch=1")
+    assert trial_id(paused_cfg) == whole["trial_id"]
+    paused = run_trial(paused_cfg, tmp_path / "cut", overrides=["lr=1e-3", "++train.stop_after_epoch=1"])
+    assert paused["status"] == "paused" and paused["epochs_run"] == 1 and paused["overrides"] == ["lr=1e-3"]
+    resumed = run_trial(compose(*base), tmp_path / "cut")
+    assert resumed["status"] == "ok" and resumed["epochs_run"] == 3
+    assert resumed["metrics"] == whole["metrics"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time_s", "train/seconds", "train/samples_per_s")}
+                          for r in rows]
+    assert strip(records.read_history(tmp_path / "cut" / records.HISTORY)) == \
+        strip(records.read_history(tmp_path / "whole" / records.HISTORY))

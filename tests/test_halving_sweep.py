@@ -1,0 +1,152 @@
+"""Halved local sweeps end to end: the ladder promotes exactly the trials their histories rank on
+top, stopped trials keep their best metrics and rank after the survivors, a rerun trains nothing,
+a driver killed at random points and rerun ends with the same ladder and no epoch trained twice,
+and bad halving settings stop the sweep before anything runs."""
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gridtune import halving, records
+from gridtune.config import trial_id
+
+from conftest import REPO, compose
+
+GRID = ("preset=debug", "train.epochs=4", "lr=1e-3,1e-4", "dropout=0.3,0.5", "train.threads=1",
+        "hydra.sweeper.halving.eta=2", "hydra.sweeper.halving.min_epochs=1")
+EPOCH_LINE = re.compile(r"^\[gridtune\] (\w+) epoch (\d+)/\d+ ", re.M)
+
+
+def _args(root, out, name):
+    return ("-m", *GRID, f"sweep_name={name}", f"out_root={out}", f"data.root={root}")
+
+
+def _histories(sweep):
+    return {p.parent.name: records.read_history(p) for p in sweep.glob("*/history.jsonl")}
+
+
+def _expected_ladder(histories):
+    """The ladder recomputed here, independently of gridtune.halving: best val/acc up to the rung
+    epoch, top half go on, ties to the smaller trial id."""
+    members, out = sorted(histories), []
+    for epoch in (1, 2):
+        value = {t: max(r["val/acc"] for r in histories[t] if r["epoch"] <= epoch) for t in members}
+        ranked = sorted(members, key=lambda t: (-round(value[t], 12), t))
+        members = sorted(ranked[:-(-len(ranked) // 2)])
+        out.append((ranked, members))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(demo_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("halving_ref")
+    r = subprocess.run([sys.executable, "-m", "gridtune.sweep", *_args(demo_root, out, "ref")], cwd=REPO,
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return {"dir": out / "ref", "stdout": r.stdout, "out": out}
+
+
+@pytest.mark.slow
+def test_halved_sweep_promotes_exactly_the_top_trials(reference, demo_root, run_gridtune):
+    sweep = reference["dir"]
+    hist = _histories(sweep)
+    ladder = records.read_json(sweep / halving.LADDER)
+    assert ladder["complete"] and ladder["rungs"] == [1, 2, 4] and len(ladder["decisions"]) == 2
+    for decision, (ranked, promoted) in zip(ladder["decisions"], _expected_ladder(hist)):
+        assert [g["trial_ids"][0] for g in decision["ranking"]] == ranked
+        assert decision["promoted"] == promoted
+    survivor = ladder["decisions"][1]["promoted"]
+    res = {tid: records.read_json(sweep / tid / records.RESULT) for tid in hist}
+    assert [t for t, r in res.items() if r["status"] == "ok"] == survivor
+    assert {t: r["epochs_run"] for t, r in res.items()} == {
+        t: 4 if t in survivor else 2 if t in ladder["decisions"][1]["stopped"] else 1
+        for t in res}
+    first = ladder["decisions"][0]
+    for g in first["ranking"][2:]:
+        rec = res[g["trial_ids"][0]]
+        assert rec["status"] == "stopped" and rec["stop_reason"] == f"stopped at rung 0: rank {g['rank']} of 4"
+        assert rec["metrics"]["val/acc"] == max(r["val/acc"] for r in hist[g["trial_ids"][0]])
+    assert sum(len(h) for h in hist.values()) == halving.Spec(2, 1, 4).epochs_trained(4) == 8
+    # the trial ids (directories) are those of the grid without halving
+    ids = {trial_id(compose("preset=debug", "train.epochs=4", f"lr={lr}", f"dropout={d}", "sweep_name=ref",
+                            f"data.root={demo_root}")) for lr in ("1e-3", "1e-4") for d in ("0.3", "0.5")}
+    assert ids == set(hist)
+    # the leaderboard: survivor first, then the rung-1 config, then the rung-0 ones; best.yaml is the survivor
+    r = run_gridtune(str(sweep), "--no-plots", module="gridtune.reduce")
+    order = re.findall(r"^\d+\s+(\w{10})\s", r.stdout, re.M)
+    assert order == survivor + ladder["decisions"][1]["stopped"] + [g["trial_ids"][0] for g in first["ranking"][2:]]
+    best = (sweep / "best.yaml").read_text()
+    assert survivor[0] in best and "stop_after_epoch" not in best
+
+
+@pytest.mark.slow
+def test_rerun_trains_nothing(reference, demo_root, run_gridtune):
+    before = _histories(reference["dir"])
+    r = run_gridtune(*_args(demo_root, reference["out"], "ref"))
+    assert "Launching" not in r.stdout and r.stdout.count("0 to run") == 3
+    assert _histories(reference["dir"]) == before
+
+
+@pytest.mark.slow
+def test_killed_driver_rerun_ends_with_the_same_ladder(reference, demo_root, tmp_path):
+    """SIGKILL the driver at random moments, rerun the same command each time: the same ladder as
+    the uninterrupted run, and every (trial, epoch) trained exactly once."""
+    rng = random.Random(int(os.environ.get("GRIDTUNE_KILL_SEED", "13")))
+    args = [sys.executable, "-m", "gridtune.sweep", *_args(demo_root, tmp_path, "ref")]
+    logs, kills = [], 0
+    for attempt in range(12):
+        log = tmp_path / f"run{attempt}.log"
+        with log.open("w") as f:
+            proc = subprocess.Popen(args, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        delay = rng.uniform(4, 25) if attempt < 5 else None
+        try:
+            proc.wait(timeout=delay if delay else 900)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        logs.append(log.read_text())
+        if proc.returncode == 0:
+            break
+        time.sleep(0.2)
+    assert proc.returncode == 0 and kills >= 3, f"{kills} kills, rc {proc.returncode}\n{logs[-1][-2000:]}"
+    trained = [(m.group(1), int(m.group(2))) for text in logs for m in EPOCH_LINE.finditer(text)]
+    assert len(trained) == len(set(trained)), "an epoch was trained twice"
+    hist = _histories(tmp_path / "ref")
+    assert sum(len(h) for h in hist.values()) == 8 and set(trained) <= {(t, r["epoch"]) for t, h in hist.items() for r in h}
+    got, want = (records.read_json(d / halving.LADDER) for d in (tmp_path / "ref", reference["dir"]))
+    assert [d["promoted"] for d in got["decisions"]] == [d["promoted"] for d in want["decisions"]]
+    assert [[g["trial_ids"] for g in d["ranking"]] for d in got["decisions"]] == \
+           [[g["trial_ids"] for g in d["ranking"]] for d in want["decisions"]]
+    status = {t: records.read_json(tmp_path / "ref" / t / records.RESULT)["status"] for t in hist}
+    assert sorted(status.values()) == ["ok", "stopped", "stopped", "stopped"]
+
+
+def test_plan_prints_the_ladder(run_gridtune, demo_root, tmp_path):
+    r = run_gridtune(*GRID[:4], "dropout=0.3,0.4,0.5", "hydra.sweeper.halving.eta=3", f"out_root={tmp_path}",
+                     f"data.root={demo_root}", module="gridtune.plan")
+    assert "successive halving, eta=3, min_epochs=1, rungs at epochs [1, 3, 4]" in r.stdout
+    assert "  rung 1: 2 config(s) x 1 seed(s) to epoch 3 (+2 epochs each)" in r.stdout
+    assert "  total: 11 trained epochs vs 24 for the full grid (0.46x)" in r.stdout
+    assert not (tmp_path / "adhoc").exists()
+
+
+@pytest.mark.parametrize("setting,message", [
+    (("hydra.sweeper.halving.eta=1",), "gridtune: hydra.sweeper.halving.eta=1: must be an integer >= 2; "),
+    (("hydra.sweeper.halving.eta=3", "hydra.sweeper.halving.min_epochs=4"),
+     "gridtune: hydra.sweeper.halving.min_epochs=4: must be an integer >= 1 and < train.epochs (4); "),
+    (("hydra.sweeper.halving.eta=3", "objective=test/micro_f1"),
+     "gridtune: objective=test/micro_f1: not recorded per epoch"),
+])
+def test_bad_halving_settings_launch_nothing(run_gridtune, demo_root, tmp_path, setting, message):
+    r = run_gridtune("-m", *GRID[:4], *setting, f"out_root={tmp_path}", f"data.root={demo_root}", check=False)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.startswith("gridtune:")]
+    assert len(lines) == 1 and lines[0].startswith(message), r.stderr[-2000:]
+    assert not any(tmp_path.iterdir())
