@@ -95,7 +95,7 @@ def _trial(sweep, tid, status, value, lr, rung=None, epochs=9, rank=2):
 
 
 def test_leaderboard_ranks_survivors_then_stopped_by_rung(tmp_path):
-    from gridtune import render
+    from gridtune.report import render
     _trial(tmp_path, "s1", "ok", 0.50, 1e-3)
     _trial(tmp_path, "r0", "stopped", 0.90, 1e-4, rung=0, epochs=1)     # high value, but stopped first
     _trial(tmp_path, "r1a", "stopped", 0.45, 2e-4, rung=1, epochs=3, rank=3)   # same rung: its rank decides

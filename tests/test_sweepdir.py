@@ -15,7 +15,7 @@ from gridtune import records, status, sweepdir
 from gridtune.reduce import reduce_sweep
 
 EXPECTED = {"t-ok": "ok", "t-ok2": "ok", "t-stopped": "stopped", "t-diverged": "diverged", "t-oom": "oom",
-            "t-failed": "failed", "t-torn": "torn", "t-unknown": "torn", "t-running": "running",
+            "t-failed": "failed", "t-torn": "torn", "t-paused": "paused", "t-unknown": "torn", "t-running": "running",
             "t-retry": "running", "t-killed": "interrupted", "t-dead": "interrupted", "t-logged": "interrupted",
             "t-fresh": "pending", "t-gone": "pending"}
 
@@ -47,12 +47,15 @@ def make_every_state(root: Path) -> Path:
                                                params={"lr": 0.001, "dropout": 0.3, "l2": 0.001, "seed": 0}))
     w(sweep / "t-ok2" / records.RESULT, _result("t-ok2", "ok", 0.7, overrides=["dropout=0.5"],
                                                 params={"lr": 0.001, "dropout": 0.5, "l2": 0.001, "seed": 0}))
-    w(sweep / "t-stopped" / records.RESULT, _result("t-stopped", "stopped", 0.4,
-                                                    stop_reason="rung 1 (epoch 2): not in the top third"))
+    w(sweep / "t-stopped" / records.RESULT, _result("t-stopped", "stopped", 0.4, overrides=["dropout=0.2"],
+                                                    params={"lr": 0.001, "dropout": 0.2, "l2": 0.001, "seed": 0},
+                                                    halving={"rung": 1, "epoch": 2, "rank": 3, "of": 3},
+                                                    stop_reason="stopped at rung 1: rank 3 of 3"))
     w(sweep / "t-diverged" / records.RESULT, _result("t-diverged", "diverged", None, diverged_epoch=2,
                                                      error="loss is nan"))
     w(sweep / "t-oom" / records.RESULT, _result("t-oom", "oom", None, error="CUDA out of memory"))
     w(sweep / "t-failed" / records.RESULT, _result("t-failed", "failed", None, error="RuntimeError:\n boom"))
+    w(sweep / "t-paused" / records.RESULT, _result("t-paused", "paused", 0.6, epochs_run=2))
     (sweep / "t-torn").mkdir()
     (sweep / "t-torn" / records.RESULT).write_text('{"status": "ok", "metr')
     w(sweep / "t-unknown" / records.RESULT, _result("t-unknown", "weird"))
@@ -97,7 +100,8 @@ def test_every_state_once(every):
     assert [t.trial_id for t in sweep.trials] == list(EXPECTED)     # the manifest's order
     assert set(sweepdir.STATES) == set(EXPECTED.values())
     by_id = {t.trial_id: t for t in sweep.trials}
-    assert by_id["t-stopped"].reason == "rung 1 (epoch 2): not in the top third"
+    assert by_id["t-stopped"].reason == "stopped at rung 1: rank 3 of 3"
+    assert by_id["t-paused"].reason == "paused after epoch 2: waiting for its next halving rung"
     assert by_id["t-failed"].reason == "RuntimeError: boom"
     assert by_id["t-unknown"].reason == "unknown status 'weird' in result.json"
     assert by_id["t-retry"].reason.startswith("retrying after failed; running on node9:77 (job 5_1)")
@@ -115,8 +119,10 @@ def test_status_and_reduce_agree_on_every_trial(every, capsys):
     board = reduce_sweep(every, plots=False, out=out)
     reduced = {t.trial_id: t.state for t in board.records.trials}
     assert reduced == {t: s["state"] for t, s in states.items()}
-    assert [g.representative.trial_id for g in board.groups] == ["t-ok", "t-ok2"]
-    assert {t.trial_id for t in board.not_ranked} == {t for t, s in EXPECTED.items() if s != "ok"}
+    # a config stopped early by successive halving ranks after the survivors, and cannot win
+    assert [g.representative.trial_id for g in board.groups] == ["t-ok", "t-ok2", "t-stopped"]
+    assert board.winner.representative.trial_id == "t-ok" and not board.groups[2].survivor
+    assert {t.trial_id for t in board.not_ranked} == {t for t, s in EXPECTED.items() if s not in ("ok", "stopped")}
     md = (every / "leaderboard.md").read_text()
     for t in board.not_ranked:         # the not-ranked table names the same state status shows
         assert f"| {t.trial_id} | {states[t.trial_id]['state']} |" in md
@@ -124,7 +130,7 @@ def test_status_and_reduce_agree_on_every_trial(every, capsys):
     printed = capsys.readouterr().out
     line = sweepdir.counts_line(EXPECTED.values())
     assert line in printed.splitlines() and line in out.getvalue()
-    assert line == ("15 trials: 2 ok, 1 stopped, 1 diverged, 1 oom, 1 failed, 2 torn, 2 running, "
+    assert line == ("16 trials: 2 ok, 1 stopped, 1 diverged, 1 oom, 1 failed, 2 torn, 1 paused, 2 running, "
                     "3 interrupted, 2 pending")
     assert "final" not in reduced and "final" not in states and "notes" not in states
 
@@ -167,5 +173,8 @@ def test_sweeper_summary_and_done_split_use_the_same_account(every, capsys):
     GridtuneSweeper._summary(every, [{"trial_id": t} for t in ("t-ok", "t-diverged", "t-oom", "t-gone")], sweepdir)
     assert "gridtune: 4 trials: 1 ok, 1 diverged, 1 oom, 1 pending." in capsys.readouterr().out
     done = {t for t in EXPECTED if sweepdir.done_record(every / t, t)}
-    assert done == {t for t, s in EXPECTED.items() if s in sweepdir.DONE}
+    assert done == {t for t, s in EXPECTED.items() if s in records.FINAL_STATUSES}
+    # a trial stopped by successive halving is done for its ladder (halving.json keeps it stopped), not
+    # for a rerun of the same grid without halving, which resumes it to train.epochs
+    assert "stopped" in sweepdir.DONE and sweepdir.done_record(every / "t-stopped", "t-stopped") is None
     assert sweepdir.done_record(every / "t-ok", "another-id") is None

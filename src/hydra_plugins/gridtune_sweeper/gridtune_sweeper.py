@@ -14,7 +14,7 @@ runs the grid as a successive-halving ladder instead (gridtune.ladder: one launc
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
