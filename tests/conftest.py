@@ -93,7 +93,7 @@ def compose(*overrides: str, hydra: bool = False):
     """The composed trial config for these overrides (no Hydra run, no output dirs);
     `hydra=True` keeps the hydra node (launcher settings)."""
     from hydra import compose as hcompose, initialize_config_dir
-    from gridtune.sweep import CONF_DIR
+    from gridtune.schema import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hcompose("config", overrides=list(overrides), return_hydra_config=hydra)
 

@@ -162,7 +162,7 @@ def warm_cache(data_root: Path) -> None:
     from hydra import compose, initialize_config_dir
 
     from gridtune import data
-    from gridtune.sweep import CONF_DIR
+    from gridtune.schema import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         data.prepare(compose("config", overrides=[*SMOKE[1:], f"data.root={data_root}"]))
 

@@ -1,12 +1,15 @@
 """The gridtune sweeper: Hydra's cartesian grid, made idempotent, validated up front and chunked.
 
 Before launching anything it composes every trial of the grid (CLI lists, `hydra.sweeper.params`
-from a grid file, `repeats`), validates each one and stops with one line per problem and a non-zero
-exit if any is invalid, so no job is submitted, not even the valid ones. It computes each trial's
-id, drops duplicates, skips trials whose record is final (ok or diverged), writes the manifest and
-each pending trial's config into its directory, prepares the shared audio cache once, and then
-launches the rest as one array, `launcher.trials_per_job` trials per job. `dry_run: true` (used by
-`python -m gridtune.plan`) stops after printing the plan.
+from a grid file, `repeats`; once per distinct set of group choices, gridtune.planner), runs the
+validation path (gridtune.validation) over every trial and stops with one line per problem and
+exit code 2 if any is invalid, so no job is submitted, not even the valid ones. It computes each
+trial's id, drops duplicates, skips trials whose record is final (ok or diverged), writes the
+manifest and each pending trial's config into its directory, prepares the shared audio cache once,
+and then launches the rest as one array, `launcher.trials_per_job` trials per job. `dry_run: true`
+(used by `python -m gridtune.plan`) stops after printing the plan. Exit code: 0 when every trial
+ended ok or diverged, 1 when one failed or a job broke (sbatch refused, a job died), 2 for invalid
+input. `fast_compose: false` composes every trial from scratch (the reference; scripts/bench_plan.py).
 """
 
 import logging
@@ -17,9 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.plugins.sweeper import Sweeper
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class GridtuneSweeperConf:
     repeats: int = 1                              # run every config with seeds seed, seed+1, ...
     dry_run: bool = False                         # print the plan, launch nothing
     prepare_cache: bool = True                    # decode the audio once in the driver, before fanning out
+    fast_compose: bool = True                     # compose once per set of group choices, merge the values
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -40,9 +42,10 @@ ConfigStore.instance().store(group="hydra/sweeper", name="gridtune", node=Gridtu
 
 class GridtuneSweeper(Sweeper):
     def __init__(self, params=None, repeats: int = 1, dry_run: bool = False, prepare_cache: bool = True,
-                 extra=None) -> None:
+                 fast_compose: bool = True, extra=None) -> None:
         self.params = dict(params or {})
         self.repeats, self.dry_run, self.prepare_cache = int(repeats), bool(dry_run), bool(prepare_cache)
+        self.fast_compose = bool(fast_compose)
         self.config = self.launcher = self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
@@ -53,36 +56,31 @@ class GridtuneSweeper(Sweeper):
 
     # -- the grid -------------------------------------------------------------------------------
     def _grid(self, arguments: List[str]) -> List[List[str]]:
+        from gridtune import overrides as ov
         args = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides(args)
         # a CLI value replaces the grid file's list for the same key (Hydra keeps the last one)
-        grid = BasicSweeper.split_arguments(overrides, None)[0]
+        grid = ov.grid(args, self.hydra_context.config_loader)
         if self.repeats > 1:
             base_seed = int(self.config.get("seed", 0))
             grid = [g + [f"seed={base_seed + r}"] for g in grid for r in range(self.repeats)]
         return grid
 
-    def sweep(self, arguments: List[str]) -> Any:
-        from gridtune import config as gconfig, records
-        from gridtune.trial import params_of
-        t0 = time.perf_counter()
-        loader = self.hydra_context.config_loader
+    def compose(self, grid: List[List[str]]):
+        """(trials, problems): every trial's config, validated; duplicates (same id) dropped."""
+        from gridtune import config as gconfig, validation
+        from gridtune.planner import Planner
+        planner = Planner(self.hydra_context.config_loader, self.config)
+        make = planner.compose if self.fast_compose else planner.full
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         trials, problems, seen = [], [], set()
-        for overrides in self._grid(arguments):
+        for overrides in grid:
             try:
-                cfg = loader.load_sweep_config(self.config, list(overrides))
-            except Exception as e:
-                problems.append(f"[{' '.join(overrides)}] {str(e).splitlines()[0]}")
+                cfg = make(list(overrides))
+            except Exception as e:    # Hydra's composition errors and the planner's: unknown key, bad type
+                problems.append(f"trial [{' '.join(overrides)}] {validation.one_line(e)}")
                 continue
-            bad = gconfig.validate(cfg)
-            bad = bad or gconfig.check_builds(cfg)
-            try:                                    # where Hydra will write this trial: inside the sweep dir
-                gconfig.check_inside(sweep_dir / str(cfg.hydra.sweep.subdir), sweep_dir, "hydra.sweep.subdir")
-            except gconfig.ConfigError as e:
-                bad.append(str(e))
-            problems += [f"[{' '.join(overrides)}] {p}" for p in bad]
+            bad = validation.trial_problems(cfg, sweep_dir, deep=not self.dry_run)
+            problems += [f"trial [{' '.join(overrides)}] {p}" for p in bad]
             if bad:
                 continue
             tid = gconfig.trial_id(cfg)
@@ -90,12 +88,22 @@ class GridtuneSweeper(Sweeper):
                 continue
             seen.add(tid)
             trials.append({"trial_id": tid, "overrides": list(overrides), "cfg": cfg})
-        problems += self._check_data(trials)
+        launcher = OmegaConf.select(self.config, "hydra.launcher", default=None)
+        problems += validation.extra_checks([t["cfg"] for t in trials], launcher)
+        return trials, problems
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from gridtune import config as gconfig, records, validation
+        from gridtune.trial import params_of
+        t0 = time.perf_counter()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        try:
+            grid = self._grid(arguments)
+        except ValueError as e:
+            validation.refuse([str(e)], "gridtune", "in the grid; nothing was launched")
+        trials, problems = self.compose(grid)
         if problems:
-            for p in problems:
-                print(f"gridtune: invalid trial {p}", file=sys.stderr)
-            print(f"gridtune: {len(problems)} problem(s) in the grid; nothing was launched", file=sys.stderr)
-            sys.exit(2)
+            validation.refuse(problems, "gridtune", "in the grid; nothing was launched")
         if not trials:
             print("gridtune: the grid is empty; nothing to launch", file=sys.stderr)
             sys.exit(2)
@@ -106,7 +114,7 @@ class GridtuneSweeper(Sweeper):
         k = max(int(OmegaConf.select(self.config, "launcher.trials_per_job") or 1), 1)
         n_jobs = -(-len(todo) // k)
         cfg0 = trials[0]["cfg"]
-        cost = sum(int(t["cfg"].train.epochs) * t["n_clips"] for t in todo)
+        cost = sum(int(t["cfg"].train.epochs) * validation.n_clips(t["cfg"]) for t in todo)
         print(f"gridtune: sweep '{cfg0.sweep_name}' in {sweep_dir}: {len(trials)} trials, {len(done)} already done "
               f"(skipped), {len(todo)} to run as {n_jobs} job(s) of <= {k}; est. cost {cost:,} clip-epochs "
               f"(composed in {time.perf_counter() - t0:.1f}s)", flush=True)
@@ -133,36 +141,25 @@ class GridtuneSweeper(Sweeper):
             chunk = todo[i:i + k]
             ids = ",".join(f"'{t['trial_id']}'" for t in chunk[1:])
             jobs.append(chunk[0]["overrides"] + ([f"++launcher.chunk=[{ids}]"] if ids else []))
+        broken = None
         try:
             returns = self.launcher.launch(jobs, initial_job_idx=0)
-        except Exception as e:   # a job that died without a result (killed, node lost): records tell the rest
-            print(f"gridtune: launcher: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+        except Exception as e:   # sbatch refused, or a job died without a result: records tell the rest
+            broken = f"gridtune: launcher: {type(e).__name__}: {' '.join(str(e).split())[:500]}"
             returns = []
         raised = self._raised(returns)
-        self._summary(sweep_dir, trials, records)
-        if raised:   # not a trial's recorded failure: the job itself broke, so say so and exit non-zero
+        counts = self._summary(sweep_dir, trials, records)
+        if broken:
+            print(broken, file=sys.stderr, flush=True)
+        bad = {s: n for s, n in counts.items() if s not in records.FINAL_STATUSES}
+        if broken or raised or bad:   # a failed trial, or a job that broke: say so and exit non-zero
+            if bad and not broken:
+                print(f"gridtune: {sum(bad.values())} of {len(trials)} trials did not end ok or diverged "
+                      f"({', '.join(f'{n} {s}' for s, n in sorted(bad.items()))})", file=sys.stderr, flush=True)
             sys.exit(1)
         return returns
 
     # -- helpers --------------------------------------------------------------------------------
-    def _check_data(self, trials) -> List[str]:
-        """Index each distinct data root once; sets every trial's "n_clips" for the cost estimate."""
-        from gridtune.layouts import DataError, check_features, index_train
-        problems, n_clips = [], {}
-        for t in trials:
-            d = t["cfg"].data
-            key = (str(d.root), str(d.layout), tuple(d.classes or []), str(t["cfg"].features.name))
-            if key not in n_clips:
-                n_clips[key] = 0
-                try:
-                    clips, _, layout = index_train(d.root, d.layout, list(d.classes) if d.classes else None)
-                    check_features(layout, t["cfg"].features.name)
-                    n_clips[key] = len(clips)
-                except (DataError, OSError) as e:
-                    problems.append(f"[{' '.join(t['overrides'])}] {e}")
-            t["n_clips"] = n_clips[key]
-        return problems
-
     @staticmethod
     def _prepare(cfg) -> None:
         from gridtune import data
@@ -211,6 +208,7 @@ class GridtuneSweeper(Sweeper):
             counts[status] = counts.get(status, 0) + 1
         text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         print(f"gridtune: {len(trials)} trials: {text}. Leaderboard: python -m gridtune.reduce {sweep_dir}", flush=True)
+        return counts
 
 
 def _final(trial_dir: Path, tid: str) -> bool:
