@@ -38,14 +38,6 @@ def positive(v) -> bool:
     return real(v) and v > 0
 
 
-def show(v) -> str:
-    """A value as the user typed it: integral floats without '.0' (lr=-5, not lr=-5.0; the schema
-    turns a typed -5 into -5.0), everything else as its repr."""
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-        return str(int(v))
-    return repr(v)
-
-
 def _one_of(names) -> Callable[[Any], bool]:
     return lambda v: v in names
 
@@ -65,7 +57,7 @@ def validate(cfg: DictConfig) -> list[str]:
         except TypeError:
             good = False
         if not good:
-            problems.append(f"{key}={show(value)}: {why}")
+            problems.append(f"{key}={value!r}: {why}")
 
     def names(key: str, table, what: str) -> None:
         check(key, _one_of(table), f"unknown {what} (one of {', '.join(table)})")
@@ -126,7 +118,7 @@ def lr_find_options(cfg: DictConfig) -> tuple[dict, list[str]]:
               "a number > lr_find.start_lr"),
              ("smooth", real(o["smooth"]) and 0 < o["smooth"] <= 1, "a number in (0, 1]"),
              ("diverge_factor", real(o["diverge_factor"]) and o["diverge_factor"] > 1, "a number > 1"))
-    return o, [f"lr_find.{key}={show(o[key])}: expected {expected}" for key, ok, expected in rules if not ok]
+    return o, [f"lr_find.{key}={o[key]!r}: expected {expected}" for key, ok, expected in rules if not ok]
 
 
 def slurm_fields(cfg: DictConfig) -> list[str]:

@@ -265,11 +265,14 @@ class Config:
     launcher: LauncherConf = MISSING
     tracking: Any = MISSING
     final: FinalConf = MISSING
-    lr: float = MISSING
-    lr_conv: float = MISSING
-    lr_head: float = MISSING
-    dropout: float = MISSING
-    l2: float = MISSING
+    # The grid's numeric knobs keep the type they are written with (lr=0 stays the int 0): their values
+    # enter the trial id, and ids of sweeps already on disk must not change. checks.validate
+    # refuses anything that is not a number in range.
+    lr: Any = MISSING
+    lr_conv: Any = MISSING
+    lr_head: Any = MISSING
+    dropout: Any = MISSING
+    l2: Any = MISSING
     seed: int = MISSING
     device: str = MISSING
     objective: str = MISSING

@@ -54,7 +54,7 @@ def test_class_without_usable_audio_is_named(run_gridtune, fresh_data, tmp_path,
     out = tmp_path / "out"
     r = run_gridtune(*sweep_args(fresh_data, out, "nodata", "lr=1e-3,5e-4"), check=False)
     assert r.returncode == 2, r.stdout + r.stderr
-    problems = [ln for ln in r.stderr.splitlines() if ln.startswith("gridtune: invalid trial")]
+    problems = [ln for ln in r.stderr.splitlines() if ln.startswith("gridtune: invalid ")]
     assert len(problems) == 1 and f"{cel}: class 'cel' has no readable" in problems[0], r.stderr
     assert not out.exists() and not (fresh_data / ".gridtune_cache").exists()   # nothing decoded either
 
