@@ -92,3 +92,13 @@ def test_builder_errors_are_found_before_launch(overrides, needle):
     problems = builds.check_builds(cfg)                  # ...building the parts (on the meta device) does not
     assert len(problems) == 1 and needle in problems[0] and "\n" not in problems[0], problems
     assert builds.check_builds(compose()) == []
+
+
+@pytest.mark.parametrize("overrides,tid", [
+    ((), "922ba67875"), (("optim=sgd",), "11bbf300df"), (("sched=plateau", "optim=rmsprop"), "86960cd56c"),
+    (("preset=debug", "model=cnn256_deep", "augment=none"), "3646ad00c8"), (("features=image",), "52ce68fecb"),
+    (("dropout=0",), "f947821f92"), (("lr=1",), "32ea8da648"), (("lr=0.5", "lr_head=1"), "8ca78125be"),
+])
+def test_trial_ids_of_sweeps_on_disk_do_not_change(overrides, tid):
+    """Ids as the releases before the typed schemas computed them: a rerun must find those trials."""
+    assert gconfig.trial_id(compose(*overrides)) == tid

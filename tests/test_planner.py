@@ -24,8 +24,9 @@ def _planner(*base: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         master = compose("config", overrides=list(base), return_hydra_config=True)
         loader = GlobalHydra.instance().config_loader()
-        params = OmegaConf.to_container(master.hydra.sweeper.params or {}) if "sweeper" in master.hydra else {}
-        yield Planner(loader, master), [f"{k}={v}" for k, v in (params or {}).items()] + list(base)
+        params = master.hydra.sweeper.params
+        params = OmegaConf.to_container(params) if params else {}
+        yield Planner(loader, master), [f"{k}={v}" for k, v in params.items()] + list(base)
 
 
 def _same(planner: Planner, trial: list[str]) -> str:

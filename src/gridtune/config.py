@@ -30,14 +30,16 @@ class ConfigError(ValueError):
 
 def semantic_config(cfg: DictConfig) -> dict:
     """The resolved config minus locations, launcher, tracking and device (see module docstring)."""
-    # only the semantic keys are converted (the hydra node alone is larger than the trial config)
+    # only the semantic keys are converted (the hydra node alone is larger than the trial config), and
+    # they are resolved untyped: `${dropout}` in a float-typed field stays the int 0 when dropout=0,
+    # as in every trial id on disk
     raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NON_SEMANTIC_TOP]),
-                                 resolve=True)
+                                 resolve=False)
     for group, keys in NON_SEMANTIC_NESTED.items():
         for key in keys:
             if isinstance(raw.get(group), dict):
                 raw[group].pop(key, None)
-    return raw
+    return OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
 
 
 def trial_id(cfg: DictConfig, length: int = 10) -> str:
