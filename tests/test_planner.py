@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO
 from gridtune import config as gconfig, overrides as ov
-from gridtune.planner import PlanError, Planner
+from gridtune.planner import PlanError, Planner, snapshot
 from gridtune.schema import CONF_DIR
 
 GRIDS = sorted(p.stem for p in (REPO / "conf" / "sweep").glob("*.yaml"))
@@ -30,10 +30,17 @@ def _planner(*base: str):
 
 
 def _same(planner: Planner, trial: list[str]) -> str:
+    """The three ways agree: full compose, compose by merge, and the shared working copy."""
     fast, full = planner.compose(trial), planner.full(trial)
     assert OmegaConf.to_container(fast, resolve=False) == OmegaConf.to_container(full, resolve=False), trial
-    tid = gconfig.trial_id(fast)
-    assert tid == gconfig.trial_id(full)
+    tid = gconfig.trial_id(full)
+    assert gconfig.trial_id(fast) == tid
+    with planner.trial(trial) as (work, work_id):
+        assert work_id == tid, trial
+        assert OmegaConf.to_container(snapshot(work), resolve=False) == \
+            OmegaConf.to_container(snapshot(full), resolve=False), trial
+        assert OmegaConf.to_container(snapshot(work), resolve=True) == \
+            OmegaConf.to_container(snapshot(full), resolve=True), trial
     return tid
 
 
@@ -44,8 +51,8 @@ def test_every_grid_file_plans_like_a_full_compose(grid):
         assert len(trials) >= 3
         ids = [_same(planner, t) for t in trials]
         assert len(set(ids)) == len(ids)                # every point of the grid is its own trial
-        assert len(planner._bases) == len({tuple(o for o in t if "=" in o and o.split("=")[0] in
-                                                 planner.groups) for t in trials})
+        groups = {k for k in ("optim", "sched", "model", "preset", "sweep", "features", "augment")}
+        assert len(planner._bases) == len({tuple(o for o in t if o.split("=")[0] in groups) for t in trials})
 
 
 @pytest.mark.parametrize("stride", [pytest.param(37, id="every-37th"),
@@ -54,7 +61,10 @@ def test_a_1000_trial_grid_plans_like_a_full_compose(stride):
     for planner, args in _planner("preset=debug"):
         trials = ov.grid(args + BIG)
         assert len(trials) == 1000
-        fast_ids = [gconfig.trial_id(planner.compose(t)) for t in trials]
+        fast_ids = []
+        for t in trials:
+            with planner.trial(t) as (_, tid):
+                fast_ids.append(tid)
         assert len(set(fast_ids)) == 1000 and len(planner._bases) == 8      # composed 8 times, not 1,000
         for i in range(0, 1000, stride):
             assert _same(planner, trials[i]) == fast_ids[i]
@@ -70,6 +80,9 @@ def test_value_override_errors_match_a_full_compose(trial, needle):
     for planner, _ in _planner():
         with pytest.raises(PlanError, match=needle.replace("+", r"\+")):
             planner.compose(trial)
+        with pytest.raises(PlanError, match=needle.replace("+", r"\+")):
+            with planner.trial(trial):
+                pass
         with pytest.raises(Exception):
             planner.full(trial)
 

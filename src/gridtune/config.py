@@ -28,23 +28,32 @@ class ConfigError(ValueError):
     """An invalid trial config; the message is one line naming the key and value."""
 
 
-def semantic_config(cfg: DictConfig) -> dict:
-    """The resolved config minus locations, launcher, tracking and device (see module docstring)."""
-    # only the semantic keys are converted (the hydra node alone is larger than the trial config), and
-    # they are resolved untyped: `${dropout}` in a float-typed field stays the int 0 when dropout=0,
-    # as in every trial id on disk
+def semantic_raw(cfg: DictConfig) -> dict:
+    """The unresolved semantic part (interpolations stay strings), as a plain dict."""
+    # only the semantic keys are converted: the hydra node alone is larger than the trial config
     raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NON_SEMANTIC_TOP]),
                                  resolve=False)
     for group, keys in NON_SEMANTIC_NESTED.items():
         for key in keys:
             if isinstance(raw.get(group), dict):
                 raw[group].pop(key, None)
-    return OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+    return raw
+
+
+def semantic_config(cfg: DictConfig) -> dict:
+    """The resolved config minus locations, launcher, tracking and device (see module docstring).
+    Resolved untyped: `${dropout}` in a float-typed field stays the int 0 when dropout=0, as in every
+    trial id on disk."""
+    return OmegaConf.to_container(OmegaConf.create(semantic_raw(cfg)), resolve=True)
+
+
+def trial_id_of(semantic: dict, length: int = 10) -> str:
+    blob = json.dumps(semantic, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:length]
 
 
 def trial_id(cfg: DictConfig, length: int = 10) -> str:
-    blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:length]
+    return trial_id_of(semantic_config(cfg), length)
 
 
 def _trial_id_resolver(*, _root_: DictConfig) -> str:

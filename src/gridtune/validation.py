@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Optional, Sequence
+from typing import Callable, Iterable, NoReturn, Optional, Sequence
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +27,7 @@ from . import checks, records
 from .config import ConfigError, check_inside
 
 DEFAULT_SUBDIR = "${gridtune_trial_id:}"    # conf/config.yaml's hydra.sweep.subdir
-Check = Callable[[Sequence[DictConfig], Optional[DictConfig]], list]
+Check = Callable[[Iterable[DictConfig], Optional[DictConfig]], list]
 
 
 def trial_problems(cfg: DictConfig, sweep_dir: Path | None = None, *, deep: bool = True) -> list[str]:
@@ -47,9 +47,11 @@ def trial_problems(cfg: DictConfig, sweep_dir: Path | None = None, *, deep: bool
     return bad
 
 
-def extra_checks(cfgs: Sequence[DictConfig], launcher: DictConfig | None = None) -> list[str]:
+def extra_checks(cfgs: Iterable[DictConfig], launcher: DictConfig | None = None) -> list[str]:
     """Problems of the composed trials taken together (and of the launcher config), one line each.
-    Every check here has the signature (cfgs, launcher) -> [problem, ...]."""
+    Every check here has the signature (cfgs, launcher) -> [problem, ...]. `cfgs` may be the
+    planner's view of a grid (gridtune.planner.View): iterate it once per check, and copy
+    (planner.snapshot) any config kept beyond its turn: each item is reused for the next trial."""
     found: list[str] = []
     for check in (data_roots,):
         found += check(cfgs, launcher)
@@ -79,7 +81,7 @@ def _index(cfg: DictConfig) -> tuple[int, str | None]:
     return _INDEX[key]
 
 
-def data_roots(cfgs: Sequence[DictConfig], launcher: DictConfig | None = None) -> list[str]:
+def data_roots(cfgs: Iterable[DictConfig], launcher: DictConfig | None = None) -> list[str]:
     """Every data root exists and holds usable clips of the configured classes and features."""
     problems = []
     for cfg in cfgs:

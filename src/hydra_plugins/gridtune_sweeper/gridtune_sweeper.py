@@ -66,31 +66,44 @@ class GridtuneSweeper(Sweeper):
         return grid
 
     def compose(self, grid: List[List[str]]):
-        """(trials, problems): every trial's config, validated; duplicates (same id) dropped."""
+        """(trials, problems): every trial validated; duplicates (same id) dropped. A trial's "cfg"
+        (the trial config proper, no hydra node) is made only where needed (`_cfg`)."""
         from gridtune import config as gconfig, validation
-        from gridtune.planner import Planner
-        planner = Planner(self.hydra_context.config_loader, self.config)
-        make = planner.compose if self.fast_compose else planner.full
+        from gridtune.planner import Planner, snapshot
+        self.planner = planner = Planner(self.hydra_context.config_loader, self.config)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         trials, problems, seen = [], [], set()
         for overrides in grid:
+            label = f"trial [{' '.join(overrides)}]"
             try:
-                cfg = make(list(overrides))
+                if self.fast_compose:
+                    with planner.trial(list(overrides)) as (cfg, tid):
+                        bad = validation.trial_problems(cfg, sweep_dir, deep=not self.dry_run)
+                        epochs, clips = (0, 0) if bad else (int(cfg.train.epochs), validation.n_clips(cfg))
+                    kept = None
+                else:
+                    cfg = planner.full(list(overrides))
+                    bad = validation.trial_problems(cfg, sweep_dir, deep=not self.dry_run)
+                    tid, kept = gconfig.trial_id(cfg), snapshot(cfg)
+                    epochs, clips = (0, 0) if bad else (int(cfg.train.epochs), validation.n_clips(cfg))
             except Exception as e:    # Hydra's composition errors and the planner's: unknown key, bad type
-                problems.append(f"trial [{' '.join(overrides)}] {validation.one_line(e)}")
+                problems.append(f"{label} {validation.one_line(e)}")
                 continue
-            bad = validation.trial_problems(cfg, sweep_dir, deep=not self.dry_run)
-            problems += [f"trial [{' '.join(overrides)}] {p}" for p in bad]
-            if bad:
-                continue
-            tid = gconfig.trial_id(cfg)
-            if tid in seen:
+            problems += [f"{label} {p}" for p in bad]
+            if bad or tid in seen:
                 continue
             seen.add(tid)
-            trials.append({"trial_id": tid, "overrides": list(overrides), "cfg": cfg})
+            trials.append({"trial_id": tid, "overrides": list(overrides), "cfg": kept, "epochs": epochs,
+                           "n_clips": clips})
         launcher = OmegaConf.select(self.config, "hydra.launcher", default=None)
-        problems += validation.extra_checks([t["cfg"] for t in trials], launcher)
+        cfgs = planner.view([t["overrides"] for t in trials]) if self.fast_compose else [t["cfg"] for t in trials]
+        problems += validation.extra_checks(cfgs, launcher)
         return trials, problems
+
+    def _cfg(self, t):
+        if t["cfg"] is None:
+            t["cfg"] = self.planner.snapshot(t["overrides"])
+        return t["cfg"]
 
     def sweep(self, arguments: List[str]) -> Any:
         from gridtune import config as gconfig, records, validation
@@ -113,8 +126,8 @@ class GridtuneSweeper(Sweeper):
         todo = [t for t in trials if t["trial_id"] not in done]
         k = max(int(OmegaConf.select(self.config, "launcher.trials_per_job") or 1), 1)
         n_jobs = -(-len(todo) // k)
-        cfg0 = trials[0]["cfg"]
-        cost = sum(int(t["cfg"].train.epochs) * validation.n_clips(t["cfg"]) for t in todo)
+        cfg0 = self._cfg(trials[0])
+        cost = sum(t["epochs"] * t["n_clips"] for t in todo)
         print(f"gridtune: sweep '{cfg0.sweep_name}' in {sweep_dir}: {len(trials)} trials, {len(done)} already done "
               f"(skipped), {len(todo)} to run as {n_jobs} job(s) of <= {k}; est. cost {cost:,} clip-epochs "
               f"(composed in {time.perf_counter() - t0:.1f}s)", flush=True)
@@ -125,14 +138,15 @@ class GridtuneSweeper(Sweeper):
             return []
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        for t in trials:
+            self._cfg(t)
         self._write_manifest(sweep_dir, trials, params_of, records)
         if not todo:
             print(f"gridtune: nothing to run. Reduce with: python -m gridtune.reduce {sweep_dir}", flush=True)
             return []
         for t in todo:                                  # the configs chunk members will load
             hydra_dir = sweep_dir / t["trial_id"] / ".hydra"
-            cfg = OmegaConf.masked_copy(t["cfg"], [k for k in t["cfg"] if k != "hydra"])
-            records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+            records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(t["cfg"]))
             records.atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(t["overrides"]))
         if self.prepare_cache:
             self._prepare(cfg0)
