@@ -102,3 +102,14 @@ def test_builder_errors_are_found_before_launch(overrides, needle):
 def test_trial_ids_of_sweeps_on_disk_do_not_change(overrides, tid):
     """Ids as the releases before the typed schemas computed them: a rerun must find those trials."""
     assert gconfig.trial_id(compose(*overrides)) == tid
+
+
+def test_the_validation_path_imports_no_torch_until_it_builds():
+    """Planning (values, names, data) needs no torch; only the meta-device build check brings it."""
+    import subprocess
+    import sys
+    code = ("import sys; from gridtune import checks, config, overrides, planner, schema, validation; "
+            "from hydra_plugins.gridtune_sweeper import gridtune_sweeper; "
+            "print(sorted(m for m in ('torch', 'torchaudio') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

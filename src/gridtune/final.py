@@ -96,7 +96,7 @@ def compose(best_overrides: list[str], user: list[str]):
             cfg = hydra_compose("config", overrides=overrides)
     except Exception as e:       # Hydra's composition errors: unknown key, wrong type, missing group option
         raise FinalError(f"cannot compose [{' '.join(overrides)}]: {validation.one_line(e)}") from None
-    problems = validation.trial_problems(cfg) or validation.extra_checks([cfg])
+    problems = validation.trial_problems(cfg)
     if problems:
         raise FinalError(f"invalid config: {problems[0]}")
     return cfg, overrides
@@ -123,6 +123,10 @@ def run_final(sweep_dir: Path, user: list[str]) -> dict:
     t0 = time.perf_counter()
     best = read_best(sweep_dir)
     cfg, applied = compose(best["overrides"], user)
+    from .validation import extra_checks
+    problems = extra_checks([cfg])             # the data, before anything is created
+    if problems:
+        raise FinalError(f"invalid config: {problems[0]}")
     config_id = gconfig.trial_id(cfg)      # before the final run's own changes below
     if cfg.device == "cuda":
         import torch

@@ -225,9 +225,9 @@ def fixed_groups(cfg) -> list[str]:
 
 def sweep_command(overrides: list[str], grid: list[float]) -> str:
     """`python -m gridtune.sweep -m` with the probe's own overrides (minus lr, hydra.*, lr_find.*) and the grid."""
-    def key(o: str) -> str:
-        return o.split("=", 1)[0].lstrip("+~")
-    keep = [o for o in overrides if key(o) != "lr" and not key(o).startswith(("hydra.", "lr_find"))]
+    from .overrides import parse_all
+    keep = [o.input_line for o in parse_all(overrides)
+            if o.key_or_group != "lr" and not o.is_hydra_override() and not o.key_or_group.startswith("lr_find")]
     return " ".join(["python -m gridtune.sweep -m", *map(shlex.quote, keep),
                      "lr=" + ",".join(fmt_lr(v) for v in grid)])
 
