@@ -122,3 +122,11 @@ def run_killed_after_epoch(monkeypatch):
         finally:
             monkeypatch.setattr(engine, "save_torch", real_save)
     return run
+
+
+def load_option(path):
+    """A conf/<group>/<option>.yaml on its own, without its defaults list (the schema it extends)."""
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.load(path)
+    cfg.pop("defaults", None)
+    return cfg

@@ -165,7 +165,8 @@ class GridtuneSweeper(Sweeper):
         counts = self._summary(sweep_dir, trials, records)
         if broken:
             print(broken, file=sys.stderr, flush=True)
-        bad = {s: n for s, n in counts.items() if s not in records.FINAL_STATUSES}
+        # a trial missing while every job returned is held by another driver (its claim), not broken here
+        bad = {s: n for s, n in counts.items() if s in ("failed", "oom", "torn") or (s == "missing" and broken)}
         if broken or raised or bad:   # a failed trial, or a job that broke: say so and exit non-zero
             if bad and not broken:
                 print(f"gridtune: {sum(bad.values())} of {len(trials)} trials did not end ok or diverged "
