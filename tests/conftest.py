@@ -93,7 +93,7 @@ def compose(*overrides: str, hydra: bool = False):
     """The composed trial config for these overrides (no Hydra run, no output dirs);
     `hydra=True` keeps the hydra node (launcher settings)."""
     from hydra import compose as hcompose, initialize_config_dir
-    from gridtune.sweep import CONF_DIR
+    from gridtune.schema import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hcompose("config", overrides=list(overrides), return_hydra_config=hydra)
 
@@ -122,3 +122,11 @@ def run_killed_after_epoch(monkeypatch):
         finally:
             monkeypatch.setattr(engine, "save_torch", real_save)
     return run
+
+
+def load_option(path):
+    """A conf/<group>/<option>.yaml on its own, without its defaults list (the schema it extends)."""
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.load(path)
+    cfg.pop("defaults", None)
+    return cfg

@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose
-from gridtune import config as gconfig
+from gridtune import builds, checks, config as gconfig
 
 GROUPS = ["data", "features", "augment", "model", "optim", "sched", "train", "launcher", "tracking", "final", "preset"]
 
@@ -14,7 +14,7 @@ GROUPS = ["data", "features", "augment", "model", "optim", "sched", "train", "la
 def test_every_group_option_composes_and_validates(group, option):
     cfg = compose(f"{group}={option}")
     OmegaConf.to_container(cfg, resolve=True)          # every interpolation resolves
-    assert gconfig.validate(cfg) == [], gconfig.validate(cfg)
+    assert checks.validate(cfg) == [], checks.validate(cfg)
 
 
 def test_top_level_knobs_feed_the_groups():
@@ -43,7 +43,7 @@ def test_trial_id_is_a_hash_of_the_semantic_config():
     ("model.name=resnet", "unknown model"),
 ])
 def test_invalid_values_are_named(override, needle):
-    problems = gconfig.validate(compose(override))
+    problems = checks.validate(compose(override))
     assert problems and any(needle in p for p in problems), problems
     assert all("\n" not in p for p in problems)
 
@@ -51,9 +51,9 @@ def test_invalid_values_are_named(override, needle):
 @pytest.mark.parametrize("field,value", [("partition", "gpu;rm -rf ~"), ("account", "a$(id)"), ("qos", "x\ny")])
 def test_slurm_fields_refuse_shell_metacharacters(field, value):
     cfg = compose("launcher=slurm", hydra=True)
-    assert gconfig.validate(cfg) == []
+    assert checks.validate(cfg) == []
     OmegaConf.update(cfg, f"hydra.launcher.{field}", value, force_add=True)
-    problems = gconfig.validate(cfg)
+    problems = checks.validate(cfg)
     assert any(f"hydra.launcher.{field}" in p for p in problems), problems
 
 
@@ -88,7 +88,28 @@ def test_cli_lists_combine_with_grid_files(run_gridtune, tmp_path, demo_root):
 ])
 def test_builder_errors_are_found_before_launch(overrides, needle):
     cfg = compose(*overrides)
-    assert gconfig.validate(cfg) == []                    # the plain value checks pass...
-    problems = gconfig.check_builds(cfg)                  # ...building the parts (on the meta device) does not
+    assert checks.validate(cfg) == []                    # the plain value checks pass...
+    problems = builds.check_builds(cfg)                  # ...building the parts (on the meta device) does not
     assert len(problems) == 1 and needle in problems[0] and "\n" not in problems[0], problems
-    assert gconfig.check_builds(compose()) == []
+    assert builds.check_builds(compose()) == []
+
+
+@pytest.mark.parametrize("overrides,tid", [
+    ((), "922ba67875"), (("optim=sgd",), "11bbf300df"), (("sched=plateau", "optim=rmsprop"), "86960cd56c"),
+    (("preset=debug", "model=cnn256_deep", "augment=none"), "3646ad00c8"), (("features=image",), "52ce68fecb"),
+    (("dropout=0",), "f947821f92"), (("lr=1",), "32ea8da648"), (("lr=0.5", "lr_head=1"), "8ca78125be"),
+])
+def test_trial_ids_of_sweeps_on_disk_do_not_change(overrides, tid):
+    """Ids as the releases before the typed schemas computed them: a rerun must find those trials."""
+    assert gconfig.trial_id(compose(*overrides)) == tid
+
+
+def test_the_validation_path_imports_no_torch_until_it_builds():
+    """Planning (values, names, data) needs no torch; only the meta-device build check brings it."""
+    import subprocess
+    import sys
+    code = ("import sys; from gridtune import checks, config, overrides, planner, schema, validation; "
+            "from hydra_plugins.gridtune_sweeper import gridtune_sweeper; "
+            "print(sorted(m for m in ('torch', 'torchaudio') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from conftest import load_option
 from gridtune.model import AudioCNN, build_model, count_params, l2_penalty
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -16,7 +17,7 @@ VARIANTS = ("cnn256", "cnn256_dense", "cnn256_deep")
 
 def load_model_cfg(variant: str, dropout: float = 0.4):
     # the model yaml interpolates the top-level grid knob ${dropout}; supply it from a parent
-    root = OmegaConf.create({"dropout": dropout, "model": OmegaConf.load(CONF / f"{variant}.yaml")})
+    root = OmegaConf.create({"dropout": dropout, "model": load_option(CONF / f"{variant}.yaml")})
     return root.model
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import load_option
 from gridtune.model import AudioCNN
 from gridtune.optim import OPTIMIZERS, SCHEDULE_KNOBS, build_optimizer, build_scheduler
 
@@ -19,12 +20,12 @@ SHAPE = (16, 16)
 def load_optim_cfg(name: str, lr_conv: float = 1e-2, lr_head: float = 1e-2) -> dict:
     # the optim yaml interpolates the top-level lr_conv / lr_head; supply them from a parent
     root = OmegaConf.create({"lr_conv": lr_conv, "lr_head": lr_head,
-                             "optim": OmegaConf.load(CONF / "optim" / f"{name}.yaml")})
+                             "optim": load_option(CONF / "optim" / f"{name}.yaml")})
     return OmegaConf.to_container(root.optim, resolve=True)
 
 
 def load_sched_cfg(name: str, **overrides) -> dict:
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "sched" / f"{name}.yaml"), resolve=True)
+    cfg = OmegaConf.to_container(load_option(CONF / "sched" / f"{name}.yaml"), resolve=True)
     cfg.update(overrides)
     return cfg
 

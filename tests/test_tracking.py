@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_option
 from gridtune import tracking
 from gridtune.tracking import open_tracker, resolve_mode, scrub_secrets
 
@@ -161,8 +162,8 @@ def test_unknown_backend_is_a_config_error(tmp_path):
 def test_config_files():
     from omegaconf import OmegaConf
 
-    assert OmegaConf.to_container(OmegaConf.load(CONF / "none.yaml")) == {"name": "none"}
-    assert OmegaConf.to_container(OmegaConf.load(CONF / "wandb.yaml")) == {
+    assert OmegaConf.to_container(load_option(CONF / "none.yaml")) == {"name": "none"}
+    assert OmegaConf.to_container(load_option(CONF / "wandb.yaml")) == {
         "name": "wandb", "project": "gridtune", "entity": None, "mode": "auto", "dir": None,
         "tags": []}
 

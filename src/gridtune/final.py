@@ -34,27 +34,25 @@ class FinalError(ValueError):
     """A problem the user can fix; the message is one line."""
 
 
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
 def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
-    """(sweep dir, the other overrides); the path may be quoted Hydra-style (slurm/final.sh does)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    sweep_dir, rest = None, []
-    for arg in argv:
-        if arg.startswith("sweep_dir="):
-            try:
-                sweep_dir = str(OverridesParser.create().parse_override(arg).value())
-            except Exception as e:
-                raise FinalError(f"{arg}: cannot parse ({str(e).splitlines()[0]})") from None
-        elif "=" not in arg and sweep_dir is None and not arg.startswith("-"):
-            sweep_dir = arg                  # a bare path is accepted too
-        else:
-            rest.append(arg)
-    if not sweep_dir:
+    """(sweep dir, the other overrides), read with Hydra's override grammar (gridtune.overrides): the
+    path may be quoted Hydra-style (slurm/final.sh does). A bare first path is taken as sweep_dir."""
+    from .overrides import OverrideError, parse_all
+    if argv and "=" not in argv[0] and not argv[0].startswith(("-", "~")):
+        argv = [f"sweep_dir='{_quote(argv[0])}'", *argv[1:]]
+    try:
+        parsed = parse_all(argv)
+    except OverrideError as e:
+        raise FinalError(str(e)) from None
+    dirs = [o.value() for o in parsed if o.key_or_group == "sweep_dir" and not o.is_delete()]
+    rest = [o.input_line for o in parsed if o.key_or_group != "sweep_dir"]
+    if not dirs or not dirs[-1]:
         raise FinalError(f"missing sweep_dir=DIR ({USAGE})")
-    return Path(sweep_dir).resolve(), rest
+    return Path(str(dirs[-1])).resolve(), rest
+
+
+def _quote(path: str) -> str:
+    return path.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def read_best(sweep_dir: Path) -> dict:
@@ -75,36 +73,32 @@ def read_best(sweep_dir: Path) -> dict:
 def single_run_overrides(overrides: list[str]) -> list[str]:
     """A trial's overrides minus what only a multirun means: hydra settings, the job's chunk and a
     halving rung's stop epoch."""
-    keep = []
-    for o in map(str, overrides):
-        k = _key(o)
-        multirun_only = k in ("hydra", "launcher.chunk", "train.stop_after_epoch")
-        if k.startswith(("hydra.", "hydra/")) or multirun_only or o.startswith("-"):
-            continue
-        keep.append(o)
-    return keep
+    from .overrides import parse_all
+    multirun_only = ("hydra", "launcher.chunk", "train.stop_after_epoch")
+    return [o.input_line for o in parse_all(overrides)
+            if not o.is_hydra_override() and o.key_or_group not in multirun_only and not o.is_delete()]
 
 
 def compose(best_overrides: list[str], user: list[str]):
-    """The winner's config with the user's overrides on top (a user key replaces the winner's)."""
+    """The winner's config with the user's overrides on top (a user key replaces the winner's),
+    checked by the validation path every entry point runs (gridtune.validation)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from .sweep import CONF_DIR
-    user_keys = {_key(o) for o in user}
-    overrides = [o for o in single_run_overrides(best_overrides) if _key(o) not in user_keys] + user
+    from . import validation
+    from .overrides import OverrideError, parse_all
+    from .schema import CONF_DIR
+    try:
+        user_keys = {o.key_or_group for o in parse_all(user)}
+        overrides = [o for o in single_run_overrides(best_overrides) if parse_all([o])[0].key_or_group not in user_keys]
+    except OverrideError as e:
+        raise FinalError(str(e)) from None
+    overrides += user
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = hydra_compose("config", overrides=overrides)
-    except Exception as e:       # Hydra's composition errors: unknown key, missing group option
-        raise FinalError(f"cannot compose [{' '.join(overrides)}]: {str(e).splitlines()[0]}") from None
-    problems = gconfig.validate(cfg)
-    f = cfg.final
-    for key, ok, why in (("train_on", f.train_on in ("train", "train+val"), "must be train|train+val"),
-                         ("epochs", isinstance(f.epochs, int) and f.epochs >= 1, "must be an integer >= 1"),
-                         ("window_hop", isinstance(f.window_hop, (int, float)) and 0 < f.window_hop <= 1,
-                          "must be in (0, 1], a fraction of a window")):
-        if not ok:
-            problems.append(f"final.{key}={f[key]!r}: {why}")
+    except Exception as e:       # Hydra's composition errors: unknown key, wrong type, missing group option
+        raise FinalError(f"cannot compose [{' '.join(overrides)}]: {validation.one_line(e)}") from None
+    problems = validation.trial_problems(cfg)
     if problems:
         raise FinalError(f"invalid config: {problems[0]}")
     return cfg, overrides
@@ -131,6 +125,10 @@ def run_final(sweep_dir: Path, user: list[str]) -> dict:
     t0 = time.perf_counter()
     best = read_best(sweep_dir)
     cfg, applied = compose(best["overrides"], user)
+    from .validation import extra_checks
+    problems = extra_checks([cfg])             # the data, before anything is created
+    if problems:
+        raise FinalError(f"invalid config: {problems[0]}")
     config_id = gconfig.trial_id(cfg)      # before the final run's own changes below
     if cfg.device == "cuda":
         import torch

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import schema
+
 
 class Features(nn.Module):
     def __init__(self, cfg, sample_rate: int):
@@ -24,7 +26,7 @@ class Features(nn.Module):
                 n_mels=int(cfg.n_mels), power=2.0, norm="slaney", mel_scale="slaney")
             self.to_db = torchaudio.transforms.AmplitudeToDB("power", top_db=float(cfg.top_db))
         elif self.kind != "image":
-            raise ValueError(f"features.name={self.kind!r}: must be logmel|image")
+            raise ValueError(f"features.name={self.kind!r}: must be {'|'.join(schema.FEATURES)}")
         self.register_buffer("mean", torch.zeros(()))
         self.register_buffer("std", torch.ones(()))
 
@@ -87,7 +89,7 @@ def build_augment(cfg) -> nn.Module:
         return nn.Identity()
     if cfg.name == "specaugment":
         return SpecAugment(cfg)
-    raise ValueError(f"augment.name={cfg.name!r}: must be specaugment|none")
+    raise ValueError(f"augment.name={cfg.name!r}: must be {'|'.join(schema.AUGMENTS)}")
 
 
 def input_shape(cfg_features, n_samples: int) -> tuple[int, int]:

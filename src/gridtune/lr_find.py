@@ -28,14 +28,14 @@ from typing import Callable, NamedTuple
 import hydra
 import numpy as np
 
-from . import records
+from . import records, schema
+from .checks import LR_FIND_MIN_ITERS as MIN_ITERS
 from .knobs import fmt_lr, group_lrs
 from .knobs import set_apart as fixed_groups   # the group LRs that do not follow lr
-from .sweep import CONF_DIR
+from .schema import CONF_DIR
 
-DEFAULTS = {"iters": 100, "start_lr": 1e-7, "end_lr": 10.0, "smooth": 0.05, "diverge_factor": 4.0}
+DEFAULTS = schema.knobs(schema.LrFindConf, ())   # +lr_find.<key>: iters, start_lr, end_lr, smooth, diverge_factor
 MAX_EPOCHS = 1.5     # the most a range test may cost, in epochs of the training split
-MIN_ITERS = 8        # fewer points than this cannot show a loss curve over the LR range
 SKIP_FRACTION = 0.1  # the first points are left out of the suggestion: the smoothed loss is still settling
 JSON_NAME, PNG_NAME = "lr_find.json", "lr_find.png"
 
@@ -199,68 +199,34 @@ def probe(cfg, opts: dict) -> dict:
 
 # -- the Hydra app ----------------------------------------------------------------------------------------
 def options(cfg) -> dict:
-    """The lr_find knobs: DEFAULTS overridden by `+lr_find.<key>=value`; unknown keys and bad values refused."""
-    from omegaconf import DictConfig, OmegaConf
-
+    """The lr_find knobs: DEFAULTS overridden by `+lr_find.<key>=value`; unknown keys and bad values
+    refused (the checks are gridtune.checks', run by the validation path before anything starts)."""
+    from .checks import lr_find_options
     from .config import ConfigError
-    given = cfg.get("lr_find")
-    if given is not None and not isinstance(given, DictConfig):
-        raise ConfigError(f"lr_find={given!r}: expected keys, e.g. +lr_find.iters=50")
-    given = OmegaConf.to_container(given, resolve=True) if given is not None else {}
-    for key in given:
-        if key not in DEFAULTS:
-            raise ConfigError(f"lr_find.{key}: unknown key; expected one of {', '.join(DEFAULTS)}")
-    o = {**DEFAULTS, **given}
-    checks = (("iters", isinstance(o["iters"], int) and o["iters"] >= MIN_ITERS, f"an integer >= {MIN_ITERS}"),
-              ("start_lr", _real(o["start_lr"]) and o["start_lr"] > 0, "a number > 0"),
-              ("end_lr", _real(o["end_lr"]) and o["end_lr"] > o["start_lr"], "a number > lr_find.start_lr"),
-              ("smooth", _real(o["smooth"]) and 0 < o["smooth"] <= 1, "a number in (0, 1]"),
-              ("diverge_factor", _real(o["diverge_factor"]) and o["diverge_factor"] > 1, "a number > 1"))
-    for key, ok, expected in checks:
-        if not ok:
-            raise ConfigError(f"lr_find.{key}={o[key]!r}: expected {expected}")
-    return o
-
-
-def _real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def sweep_inside(path: Path) -> Path | None:
-    """The sweep or trial directory `path` lies in (a probe writes nothing there), else None."""
-    p = Path(path).resolve()
-    for d in (p, *p.parents):
-        if (d / records.MANIFEST).exists():
-            return d
-    trial_files = (records.RESULT, records.CHECKPOINT, records.BEST, records.CLAIM)
-    return p if any((p / f).exists() for f in trial_files) else None
+    opts, problems = lr_find_options(cfg)
+    if problems:
+        raise ConfigError(problems[0])
+    return opts
 
 
 def sweep_command(overrides: list[str], grid: list[float]) -> str:
     """`python -m gridtune.sweep -m` with the probe's own overrides (minus lr, hydra.*, lr_find.*) and the grid."""
-    def key(o: str) -> str:
-        return o.split("=", 1)[0].lstrip("+~")
-    keep = [o for o in overrides if key(o) != "lr" and not key(o).startswith(("hydra.", "lr_find"))]
+    from .overrides import parse_all
+    keep = [o.input_line for o in parse_all(overrides)
+            if o.key_or_group != "lr" and not o.is_hydra_override() and not o.key_or_group.startswith("lr_find")]
     return " ".join(["python -m gridtune.sweep -m", *map(shlex.quote, keep),
                      "lr=" + ",".join(fmt_lr(v) for v in grid)])
 
 
 def task(cfg) -> dict:
+    """The range test of one composed config. The validation path (gridtune.validation.Gate) has
+    already checked it, and that the run directory is in no sweep, before Hydra created it."""
     from hydra.core.hydra_config import HydraConfig
 
     from . import config as gconfig
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
-    if hc.mode.name == "MULTIRUN":
-        raise gconfig.ConfigError("gridtune.lr_find runs one range test; drop -m/--multirun")
-    problems = gconfig.validate(cfg)
-    if problems:
-        raise gconfig.ConfigError(f"invalid config [{' '.join(overrides)}]: {problems[0]}")
-    inside = sweep_inside(out)
-    if inside is not None:
-        raise gconfig.ConfigError(f"hydra.run.dir={out}: inside sweep or trial directory {inside}; "
-                                  "an LR range test writes nowhere in a sweep")
     opts = options(cfg)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     res = probe(cfg, opts)
@@ -294,19 +260,21 @@ def task(cfg) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _main(cfg) -> None:
-    task(cfg)
+    from .config import ConfigError
+    from .layouts import DataError
+    try:
+        task(cfg)
+    except (ConfigError, DataError, ValueError) as e:   # what a probe finds about its inputs: one line
+        print(f"gridtune.lr_find: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
+    except RuntimeError as e:    # the loss was never finite, a device that is not there
+        print(f"gridtune.lr_find: failed: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    if {"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(args):
-        sys.exit("gridtune.lr_find: runs one range test; drop -m/--multirun (it would create a sweep)")
-    for a in args:   # refuse before Hydra writes .hydra/ into a trial directory
-        inside = a.startswith("hydra.run.dir=") and "$" not in a and sweep_inside(Path(a.split("=", 1)[1]))
-        if inside:
-            sys.exit(f"gridtune.lr_find: {a}: inside sweep or trial directory {inside}; "
-                     "an LR range test writes nowhere in a sweep")
-    _main()
+    from .validation import run_app
+    run_app(_main, "gridtune.lr_find")
 
 
 if __name__ == "__main__":

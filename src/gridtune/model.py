@@ -8,16 +8,19 @@ rejects unknown or out-of-range values with a one-line `ValueError`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from . import schema
+
 POOLS = ("max", "avg")
 HEADS = ("gap", "flatten")
-MODEL_NAMES = ("cnn",)
-# Keys a conf/model/*.yaml may hold; anything else is a typo that would otherwise be ignored.
-MODEL_KEYS = ("name", "channels", "convs_per_block", "kernel_size", "pool", "head", "hidden", "dropout")
+MODEL_NAMES = tuple(schema.MODELS)
+# Keys a conf/model/*.yaml may hold (the schema's fields); anything else is a typo that would be ignored.
+MODEL_KEYS = tuple(f.name for f in fields(schema.CNNConf))
 
 
 def _is_int(value: Any) -> bool:

@@ -19,32 +19,15 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
-# Knobs each optimizer accepts besides name / lr_conv / lr_head / weight_decay, with the torch
-# default used when a key is left out of the config.
+from . import schema
+
+# Knobs each optimizer and schedule accepts besides its common keys, with the torch default used when
+# a key is left out: the schemas' own fields (gridtune.schema), which also name the options.
 OPTIMIZER_KNOBS: dict[str, dict[str, Any]] = {
-    "adam": {"betas": (0.9, 0.999), "eps": 1e-8},
-    "adamw": {"betas": (0.9, 0.999), "eps": 1e-8},
-    "adamax": {"betas": (0.9, 0.999), "eps": 1e-8},
-    "sgd": {"momentum": 0.0, "nesterov": False, "dampening": 0.0},
-    "rmsprop": {"alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False},
-    "adagrad": {"lr_decay": 0.0, "eps": 1e-10, "initial_accumulator_value": 0.0},
-}
+    name: schema.knobs(s, ("name", "lr_conv", "lr_head", "weight_decay")) for name, s in schema.OPTIMIZERS.items()}
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "adamax": torch.optim.Adamax,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-    "adagrad": torch.optim.Adagrad,
-}
-SCHEDULE_KNOBS: dict[str, dict[str, Any]] = {
-    "constant": {},
-    "step": {"step_size": 10, "gamma": 0.1},
-    "cosine": {"min_lr_factor": 0.0},
-    "warmup_cosine": {"warmup_epochs": 1.0, "warmup_start_factor": 0.0, "min_lr_factor": 0.0},
-    "plateau": {"factor": 0.1, "patience": 5, "threshold": 1e-4, "threshold_mode": "rel",
-                "cooldown": 0, "min_lr": 0.0},
-}
+    name: getattr(torch.optim, s.torch_class) for name, s in schema.OPTIMIZERS.items()}
+SCHEDULE_KNOBS: dict[str, dict[str, Any]] = {name: schema.knobs(s) for name, s in schema.SCHEDULES.items()}
 
 
 def _bad(section: str, key: str, value: Any, expected: str) -> ValueError:

@@ -1,20 +1,27 @@
 """`python -m gridtune.plan <same args as gridtune.sweep>`: a dry run of a sweep.
 
-It composes and validates every trial exactly as the sweep driver would (same sweeper, same
-checks), then prints the trial count, which trials are already done and will be skipped, and the
-estimated cost in clip-epochs, and launches nothing. Exit code 2 when the grid is invalid.
+A Hydra app on conf/plan.yaml, which is conf/config.yaml in multirun mode with the sweeper's
+`dry_run: true`: it composes and validates every trial exactly as the sweep driver would (same
+sweeper, same validation path), then prints the trial count, which trials are already done and
+will be skipped, and the estimated cost in clip-epochs, and launches nothing. `-m` is accepted and
+changes nothing. Exit code 2 when the grid is invalid.
 """
 from __future__ import annotations
 
-import sys
+import hydra
+from omegaconf import DictConfig
+
+from .schema import CONF_DIR
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    args = [a for a in args if a not in ("-m", "--multirun")]
-    sys.argv = [sys.argv[0], "-m", *args, "hydra.sweeper.dry_run=true"]
-    from .sweep import main as sweep_main
-    sweep_main()
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="plan")
+def _main(cfg: DictConfig) -> None:   # never called: the dry run returns before launching
+    raise RuntimeError("gridtune.plan launched a job")
+
+
+def main() -> None:
+    from .validation import run_app
+    run_app(_main, "gridtune.plan")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,14 @@
     python -m gridtune.sweep -m lr=1e-3,5e-4,1e-4           # three trials, local launcher
     python -m gridtune.sweep -m sweep=task11 launcher=slurm # the report's 18-trial grid as a job array
 
-In multirun mode the gridtune sweeper (hydra_plugins/gridtune_sweeper) composes and validates the
-whole grid first, skips trials already done, and hands the rest to the launcher. Each job runs
-this task function: its own trial, plus (with launcher.trials_per_job > 1) the other trials of its
-chunk, whose configs the driver wrote into their directories beforehand; with launcher.fuse the
-chunk's fusable trials train as one fused model (gridtune.fused).
+Both modes run the same validation path (gridtune.validation) before anything is created: in
+multirun mode the gridtune sweeper (hydra_plugins/gridtune_sweeper) composes and validates the whole
+grid, skips trials already done, and hands the rest to the launcher; in single-run mode the
+`Gate` callback (conf/config.yaml) validates the one trial before Hydra makes its run directory.
+Each job runs this task function: its own trial, plus (with launcher.trials_per_job > 1) the other
+trials of its chunk, whose configs the driver wrote into their directories beforehand; with
+launcher.fuse the chunk's fusable trials train as one fused model (gridtune.fused).
+Exit codes: 0 when every trial ended ok or diverged, 1 when one did not, 2 for invalid input.
 """
 from __future__ import annotations
 
@@ -20,33 +23,36 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from . import config as gconfig   # registers ${gridtune_trial_id:}
+from . import records
+from .schema import CONF_DIR
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
-
-def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> float | None:
+def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> dict:
     from .trial import run_trial
-    rec = run_trial(cfg, out_dir, overrides=overrides)
-    return (rec.get("metrics") or {}).get(cfg.objective)
+    return run_trial(cfg, out_dir, overrides=overrides)
 
 
 def task(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    problems = gconfig.validate(cfg) or gconfig.check_builds(cfg)
-    if problems:
-        raise gconfig.ConfigError(f"invalid config [{' '.join(hc.overrides.task)}]: {problems[0]}")
-    if hc.mode.name == "MULTIRUN":
-        gconfig.check_inside(out_dir, hc.sweep.dir, "hydra.sweep.subdir")
+    if hc.mode.name != "MULTIRUN":          # single run: the exit code says how the trial ended
+        rec = _run_one(cfg, out_dir, list(hc.overrides.task))
+        if rec.get("status") not in (*records.FINAL_STATUSES, "paused"):
+            print(f"gridtune: trial {rec.get('trial_id')} ended {rec.get('status')}: {rec.get('error') or ''}".rstrip(),
+                  file=sys.stderr, flush=True)
+            sys.exit(1)
+        return (rec.get("metrics") or {}).get(cfg.objective)
+    gconfig.check_inside(out_dir, hc.sweep.dir, "hydra.sweep.subdir")
     entries = [(cfg, out_dir, list(hc.overrides.task))]
     for tid in cfg.launcher.get("chunk") or []:     # the rest of this job's chunk
         trial_dir = gconfig.check_inside(Path(hc.sweep.dir) / str(tid), hc.sweep.dir, "launcher.chunk")
         member = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
         entries.append((member, trial_dir, list(OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml"))))
     if len(entries) == 1:
-        return _run_one(cfg, out_dir, entries[0][2])
-    from .fused import run_chunk                    # fusable trials of the chunk train as one model
-    rec = run_chunk(entries)[0]
+        rec = _run_one(cfg, out_dir, entries[0][2])
+    else:
+        from .fused import run_chunk                # fusable trials of the chunk train as one model
+        rec = run_chunk(entries)[0]
     return (rec.get("metrics") or {}).get(cfg.objective)
 
 
@@ -58,7 +64,8 @@ def _main(cfg: DictConfig) -> float | None:
 def main() -> None:
     if not Path(CONF_DIR, "config.yaml").exists():
         sys.exit(f"gridtune: {CONF_DIR}/config.yaml not found (install gridtune from its checkout: pip install -e .)")
-    _main()
+    from .validation import run_app
+    run_app(_main, "gridtune")
 
 
 if __name__ == "__main__":

@@ -135,3 +135,35 @@ def assert_sweep_complete(sweep_dir: Path, n_trials: int, epochs: int) -> dict[s
     assert_no_torn_records(sweep_dir)
     assert {t.trial_id: t.state for t in read_sweep(sweep_dir).trials} == {tid: "ok" for tid in ids}
     return results
+
+
+# -- the bad-input corpus: commands run in-process, as their console entry points run them ---------------
+def run_cli(module: str, args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """Run `python -m gridtune.<module> args` in this process: (exit code, stdout, stderr).
+    Hydra apps read sys.argv and end with SystemExit; argparse/in-process commands return a code."""
+    import importlib
+
+    from hydra.core.global_hydra import GlobalHydra
+    mod = importlib.import_module(f"gridtune.{module}")
+    monkeypatch.setattr(sys, "argv", [f"{module}.py", *args])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")      # what run_app sets, kept out of the other tests
+    GlobalHydra.instance().clear()
+    code = 0
+    try:
+        rc = mod.main(list(args)) if module in ("final", "reduce", "status") else mod.main()
+        code = int(rc or 0)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        GlobalHydra.instance().clear()
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(result: tuple[int, str, str], culprit: str, code: int = 2) -> None:
+    """Exit `code`, no traceback anywhere, and the last line of stderr names `culprit`."""
+    rc, out, err = result
+    assert rc == code, (rc, out[-1500:], err[-1500:])
+    assert "Traceback" not in out + err, err[-3000:]
+    lines = err.strip().splitlines()
+    assert lines and culprit in lines[-1], (culprit, err[-1500:])

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, compose
 from faultkit import sweep_args
-from gridtune import config as gconfig, records
+from gridtune import checks, config as gconfig, records
 from gridtune.trial import run_trial
 
 
@@ -183,7 +183,7 @@ def test_sbatch_text_quotes_metacharacters_and_validation_refuses_them_first(tmp
     OmegaConf.update(cfg, "hydra.launcher.partition", "a;b", force_add=True)
     text = _sbatch_text(_launcher(cfg))
     assert "#SBATCH --partition='a;b'" in text and _shell_lines(text) == base     # quoted by submitit
-    assert any(p.startswith("hydra.launcher.partition='a;b'") for p in gconfig.validate(cfg))
+    assert any(p.startswith("hydra.launcher.partition='a;b'") for p in checks.validate(cfg))
 
 
 INJECT = "x\ntouch /tmp/gridtune-pwned #"
@@ -199,4 +199,4 @@ def test_a_newline_that_would_inject_a_shell_line_is_refused(tmp_path, field):
     OmegaConf.update(cfg, f"hydra.launcher.{field}", value, force_add=True, merge=False)
     injected = [ln for ln in _shell_lines(_sbatch_text(_launcher(cfg))) if "touch /tmp/gridtune-pwned" in ln]
     assert injected, "submitit would have kept this value on its #SBATCH line"   # the danger is real
-    assert any(p.startswith(f"hydra.launcher.{field}") for p in gconfig.validate(cfg)), gconfig.validate(cfg)
+    assert any(p.startswith(f"hydra.launcher.{field}") for p in checks.validate(cfg)), checks.validate(cfg)

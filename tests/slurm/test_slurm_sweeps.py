@@ -162,7 +162,7 @@ def warm_cache(data_root: Path) -> None:
     from hydra import compose, initialize_config_dir
 
     from gridtune import data
-    from gridtune.sweep import CONF_DIR
+    from gridtune.schema import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         data.prepare(compose("config", overrides=[*SMOKE[1:], f"data.root={data_root}"]))
 
@@ -358,3 +358,15 @@ def test_final_run_as_a_gpu_job(smoke, demo_root):
     assert f"'sweep_dir={sweep}' 'final.epochs=2' 'data.root={demo_root}'" in out
     TIMINGS["sbatch slurm/final.sh (1 fake GPU, 2 epochs)"] = (
         f"submit->start {_ts(rows[0][4]) - _ts(rows[0][3]):.0f} s, ran {_ts(rows[0][5]) - _ts(rows[0][4]):.0f} s")
+
+
+def test_sbatch_refusal_exits_1_with_its_reason(demo_root, tmp_path):
+    """sbatch refuses the array (an option it cannot parse): the driver exits 1, and its last line
+    is sbatch's reason, not a summary of "missing" trials."""
+    r = gridtune("-m", *SMOKE, *LAUNCHER, f"data.root={demo_root}", f"out_root={tmp_path}", "sweep_name=refused",
+                 f"hydra.launcher.name={job_name('refused')}", "++hydra.launcher.additional_parameters.begin=garbage",
+                 check=False)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("gridtune: launcher:") and "--begin" in last, r.stderr[-2000:]
+    assert "Traceback" not in r.stdout + r.stderr

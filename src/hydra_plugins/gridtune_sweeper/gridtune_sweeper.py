@@ -1,14 +1,18 @@
 """The gridtune sweeper: Hydra's cartesian grid, made idempotent, validated up front and chunked.
 
 Before launching anything it composes every trial of the grid (CLI lists, `hydra.sweeper.params`
-from a grid file, `repeats`), validates each one and stops with one line per problem and a non-zero
-exit if any is invalid (gridtune.preflight adds the data and SLURM checks), so no job is submitted,
-not even the valid ones. It computes each trial's id, drops duplicates, skips trials whose record is
-final (ok or diverged) and holds the cache key of the data as it is now, writes the manifest and
-each pending trial's config into its directory, prepares the shared audio cache once, and then
-launches the rest as one array, `launcher.trials_per_job` trials per job. With `halving.eta` set it
-runs the grid as a successive-halving ladder instead (gridtune.ladder: one launch per rung).
-`dry_run: true` (used by `python -m gridtune.plan`) stops after printing the plan (and the ladder).
+from a grid file, `repeats`; once per distinct set of group choices, gridtune.planner), runs the
+validation path (gridtune.validation) over every trial, then the data and SLURM checks
+(gridtune.preflight), and stops with one line per problem and exit code 2 if any is invalid, so no
+job is submitted, not even the valid ones. It computes each trial's id, drops duplicates, skips
+trials whose record is final (ok or diverged) and holds the cache key of the data as it is now,
+writes the manifest and each pending trial's config into its directory, prepares the shared audio
+cache once, and then launches the rest as one array, `launcher.trials_per_job` trials per job. With
+`halving.eta` set it runs the grid as a successive-halving ladder instead (gridtune.ladder: one
+launch per rung). `dry_run: true` (used by `python -m gridtune.plan`) stops after printing the plan
+(and the ladder, and the fused groups). Exit code: 0 when every trial ended ok, diverged (or, in a
+ladder, stopped), 1 when one failed or a job broke (sbatch refused, a job died), 2 for invalid input.
+`fast_compose: false` composes every trial from scratch (the reference; scripts/bench_plan.py).
 """
 
 import logging
@@ -19,9 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.plugins.sweeper import Sweeper
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class GridtuneSweeperConf:
     repeats: int = 1                              # run every config with seeds seed, seed+1, ...
     dry_run: bool = False                         # print the plan, launch nothing
     prepare_cache: bool = True                    # decode the audio once in the driver, before fanning out
+    fast_compose: bool = True                     # compose once per set of group choices, merge the values
     halving: HalvingConf = field(default_factory=HalvingConf)   # early stopping of poor configs by rung
 
 
@@ -48,8 +51,9 @@ ConfigStore.instance().store(group="hydra/sweeper", name="gridtune", node=Gridtu
 
 class GridtuneSweeper(Sweeper):
     def __init__(self, params=None, repeats: int = 1, dry_run: bool = False, prepare_cache: bool = True,
-                 halving=None) -> None:
+                 fast_compose: bool = True, halving=None) -> None:
         self.params = dict(params or {})
+        self.fast_compose = bool(fast_compose)
         self.halving = dict(halving or {})
         self.job_idx = 0
         self.broke = False           # a launch that raised: sbatch refused, or a job died without a result
@@ -64,52 +68,78 @@ class GridtuneSweeper(Sweeper):
 
     # -- the grid -------------------------------------------------------------------------------
     def _grid(self, arguments: List[str]) -> List[List[str]]:
+        from gridtune import overrides as ov
         args = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides(args)
         # a CLI value replaces the grid file's list for the same key (Hydra keeps the last one)
-        grid = BasicSweeper.split_arguments(overrides, None)[0]
+        grid = ov.grid(args, self.hydra_context.config_loader)
         if self.repeats > 1:
             base_seed = int(self.config.get("seed", 0))
             grid = [g + [f"seed={base_seed + r}"] for g in grid for r in range(self.repeats)]
         return grid
 
-    def sweep(self, arguments: List[str]) -> Any:
-        from gridtune import config as gconfig, preflight, records, sweepdir
-        from gridtune.knobs import params_of
-        t0 = time.perf_counter()
-        loader = self.hydra_context.config_loader
+    def compose(self, grid: List[List[str]]):
+        """(trials, problems): every trial validated, then the grid's data and the SLURM request
+        checked (gridtune.preflight); duplicates (same id) dropped. A trial's "cfg" (the trial config
+        proper, no hydra node) is made only where needed (`_cfg`)."""
+        from gridtune import config as gconfig, preflight, validation
+        from gridtune.planner import Planner, snapshot
+        self.planner = planner = Planner(self.hydra_context.config_loader, self.config)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         trials, problems, seen = [], [], set()
-        for overrides in self._grid(arguments):
+        for overrides in grid:
+            label = f"trial [{' '.join(overrides)}]"
             try:
-                cfg = loader.load_sweep_config(self.config, list(overrides))
-            except Exception as e:
-                problems.append(f"[{' '.join(overrides)}] {str(e).splitlines()[0]}")
+                if self.fast_compose:
+                    with planner.trial(list(overrides)) as (cfg, tid):
+                        bad = validation.trial_problems(cfg, sweep_dir, deep=not self.dry_run)
+                        epochs = 0 if bad else int(cfg.train.epochs)
+                    kept = None
+                else:
+                    cfg = planner.full(list(overrides))
+                    bad = validation.trial_problems(cfg, sweep_dir, deep=not self.dry_run)
+                    tid, kept = gconfig.trial_id(cfg), snapshot(cfg)
+                    epochs = 0 if bad else int(cfg.train.epochs)
+            except Exception as e:    # Hydra's composition errors and the planner's: unknown key, bad type
+                problems.append(f"{label} {validation.one_line(e)}")
                 continue
-            bad = gconfig.validate(cfg)
-            bad = bad or gconfig.check_builds(cfg)
-            try:                                    # where Hydra will write this trial: inside the sweep dir
-                gconfig.check_inside(sweep_dir / str(cfg.hydra.sweep.subdir), sweep_dir, "hydra.sweep.subdir")
-            except gconfig.ConfigError as e:
-                bad.append(str(e))
-            problems += [f"[{' '.join(overrides)}] {p}" for p in bad]
-            if bad:
-                continue
-            tid = gconfig.trial_id(cfg)
-            if tid in seen:
+            problems += [f"{label} {p}" for p in bad]
+            if bad or tid in seen:
                 continue
             seen.add(tid)
-            trials.append({"trial_id": tid, "overrides": list(overrides), "cfg": cfg})
-        problems += self._check_data(trials) + self._check_launcher(trials)
+            trials.append({"trial_id": tid, "overrides": list(overrides), "cfg": kept, "epochs": epochs})
+        # the data each trial reads, indexed once per root: problems, clip counts and cache keys
+        cfgs = planner.view([t["overrides"] for t in trials]) if self.fast_compose else [t["cfg"] for t in trials]
+        facts, data_problems = preflight.inspect_data(cfgs)
+        for t, f in zip(trials, facts):
+            t["n_clips"], t["cache_key"] = (f.n_clips, f.cache_key) if f else (0, None)
+        problems += [f"trial [{' '.join(trials[i]['overrides'])}] {p}" for i, p in data_problems]
+        problems += preflight.check_slurm(OmegaConf.select(self.config, "hydra.launcher", default=None))
+        return trials, problems
+
+    def _cfg(self, t):
+        if t["cfg"] is None:
+            t["cfg"] = self.planner.snapshot(t["overrides"])
+        return t["cfg"]
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from gridtune import config as gconfig, preflight, records, sweepdir, validation
+        from gridtune.knobs import params_of
+        t0 = time.perf_counter()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        try:
+            grid = self._grid(arguments)
+        except ValueError as e:
+            validation.refuse([str(e)], "gridtune", "in the grid; nothing was launched")
+        trials, problems = self.compose(grid)
         if problems:
-            for p in problems:
-                print(f"gridtune: invalid trial {p}", file=sys.stderr)
-            print(f"gridtune: {len(problems)} problem(s) in the grid; nothing was launched", file=sys.stderr)
-            sys.exit(2)
+            validation.refuse(problems, "gridtune", "in the grid; nothing was launched")
         if not trials:
             print("gridtune: the grid is empty; nothing to launch", file=sys.stderr)
             sys.exit(2)
+        k = max(int(OmegaConf.select(self.config, "launcher.trials_per_job") or 1), 1)
+        if not self.dry_run or k > 1 or self.halving.get("eta") is not None:
+            for t in trials:          # the halving ladder, fusion and the launch read each trial's config
+                self._cfg(t)
         spec = self._halving_spec(trials)
         for t in trials:
             gconfig.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
@@ -121,11 +151,10 @@ class GridtuneSweeper(Sweeper):
             elif rec is not None:
                 stale[t["trial_id"]] = (rec.get("cache_hash"), t["cache_key"])
         todo = [t for t in trials if t["trial_id"] not in done]
-        k = max(int(OmegaConf.select(self.config, "launcher.trials_per_job") or 1), 1)
         todo = self._fusion_order(todo, k)
         n_jobs = -(-len(todo) // k)
-        cfg0 = trials[0]["cfg"]
-        cost = sum(int(t["cfg"].train.epochs) * t["n_clips"] for t in todo)
+        cfg0 = self._cfg(trials[0])
+        cost = sum(t["epochs"] * t["n_clips"] for t in todo)
         print(f"gridtune: sweep '{cfg0.sweep_name}' in {sweep_dir}: {len(trials)} trials, {len(done)} already done "
               f"(skipped), {len(todo)} to run as {n_jobs} job(s) of <= {k}; est. cost {cost:,} clip-epochs "
               f"(composed in {time.perf_counter() - t0:.1f}s)", flush=True)
@@ -161,9 +190,14 @@ class GridtuneSweeper(Sweeper):
                 spec, trials, sweep_dir, str(cfg0.objective), str(cfg0.objective_mode),
                 lambda rung_todo, stop_after: self._launch(sweep_dir, rung_todo, k, stop_after))
         raised = self._raised(returns)
-        self._summary(sweep_dir, trials, sweepdir)
-        # a job that broke (not a trial's recorded failure), or a ladder that could not go on: exit non-zero
-        if raised or self.broke or not complete:
+        counts = self._summary(sweep_dir, trials, sweepdir)
+        # a trial pending while every job returned is held by another driver (its claim), not broken here
+        bad = {s: n for s, n in counts.items() if s in sweepdir.NEEDS_RERUN or (s == "pending" and self.broke)}
+        if bad and not self.broke:
+            print(f"gridtune: {sum(bad.values())} of {len(trials)} trials did not end ok or diverged "
+                  f"({', '.join(f'{n} {s}' for s, n in bad.items())})", file=sys.stderr, flush=True)
+        # a failed trial, a job that broke, or a ladder that could not go on: say so and exit non-zero
+        if raised or self.broke or bad or not complete:
             sys.exit(1)
         return returns
 
@@ -208,38 +242,15 @@ class GridtuneSweeper(Sweeper):
         return halving.Spec(int(eta), int(self.halving["min_epochs"]), epochs.pop())
 
     # -- helpers --------------------------------------------------------------------------------
-    @staticmethod
-    def _fusion_order(todo, k: int):
+    def _fusion_order(self, todo, k: int):
         """With fusion possible, fusable trials become neighbours so they share a job's chunk."""
         from gridtune import fusion
         try:
-            fuse, _ = fusion.mode(todo[0]["cfg"]) if todo else ("off", 1)
+            fuse, _ = fusion.mode(self._cfg(todo[0])) if todo else ("off", 1)
         except ValueError as e:
             print(f"gridtune: {e}; nothing was launched", file=sys.stderr)
             sys.exit(2)
         return fusion.order(todo) if fuse != "off" and k > 1 else todo
-
-    def _check_data(self, trials) -> List[str]:
-        """gridtune.preflight's data checks (each data root indexed once); sets every trial's "n_clips"
-        (for the cost estimate) and "cache_key" (the data it would train on now)."""
-        from gridtune.preflight import inspect_data
-        facts, problems = inspect_data([t["cfg"] for t in trials])
-        for t, f in zip(trials, facts):
-            t["n_clips"], t["cache_key"] = (f.n_clips, f.cache_key) if f else (0, None)
-        return [f"[{' '.join(trials[i]['overrides'])}] {p}" for i, p in problems]
-
-    @staticmethod
-    def _check_launcher(trials) -> List[str]:
-        """gridtune.preflight's SLURM checks, once per distinct launcher config of the grid."""
-        from gridtune.preflight import check_slurm
-        problems, seen = [], set()
-        for t in trials:
-            lc = OmegaConf.select(t["cfg"], "hydra.launcher")
-            key = OmegaConf.to_yaml(lc) if lc is not None else ""
-            if key not in seen:
-                seen.add(key)
-                problems += [p for p in check_slurm(lc) if p not in problems]
-        return problems
 
     @staticmethod
     def _prepare(cfg) -> None:
@@ -277,9 +288,10 @@ class GridtuneSweeper(Sweeper):
         return n
 
     @staticmethod
-    def _summary(sweep_dir: Path, trials, sweepdir) -> None:
+    def _summary(sweep_dir: Path, trials, sweepdir) -> Dict[str, int]:
         """The grid's trials as `gridtune.status` and the reducer count them (same states, same order)."""
         ids = {t["trial_id"] for t in trials}
         states = [t for t in sweepdir.read_sweep(sweep_dir).trials if t.trial_id in ids]
         print(f"gridtune: {sweepdir.counts_line(states)}. Leaderboard: python -m gridtune.reduce {sweep_dir}",
               flush=True)
+        return sweepdir.counts(states)
