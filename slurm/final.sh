@@ -73,7 +73,7 @@ cmd=("$python_bin" -m gridtune.final "sweep_dir=$sweep_dir" "$@")
 echo "[final.sh] job ${SLURM_JOB_ID:-none} (restart ${SLURM_RESTART_COUNT:-0}) on $HOSTNAME at $(date -Is) in $PWD"
 echo "[final.sh] ${cmd[*]@Q}"
 
-# shellcheck disable=SC2317 # invoked by the USR2 trap
+# shellcheck disable=SC2317,SC2329 # invoked by the USR2 trap
 requeue_self() {
   local max=${GRIDTUNE_MAX_REQUEUES:-20} restarts=${SLURM_RESTART_COUNT:-0}
   [[ $max =~ ^[0-9]+$ ]] || max=20

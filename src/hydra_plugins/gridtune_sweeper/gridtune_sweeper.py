@@ -235,10 +235,9 @@ class GridtuneSweeper(Sweeper):
             return None
         epochs = {int(t["cfg"].train.epochs) for t in trials}
         bad = halving.check(eta, self.halving.get("min_epochs"), epochs, {str(t["cfg"].objective) for t in trials})
-        for p in bad:
-            print(f"gridtune: {p}; nothing was launched", file=sys.stderr)
         if bad:
-            sys.exit(2)
+            from gridtune.validation import refuse
+            refuse(bad, "gridtune", "in the halving settings; nothing was launched")
         return halving.Spec(int(eta), int(self.halving["min_epochs"]), epochs.pop())
 
     # -- helpers --------------------------------------------------------------------------------
