@@ -261,7 +261,7 @@ def test_slurm_requests_refused_before_submission_and_sbatch_refusal_exits_non_z
              "hydra.launcher.partition=nope: no such partition (the cluster has:")]):
         r = run_gridtune(*args, f"sweep_name=pre{i}", extra, module=module, check=False)
         assert r.returncode == 2, r.stdout + r.stderr
-        assert any(ln.startswith("gridtune: invalid trial " + line) for ln in r.stderr.splitlines()), r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("gridtune: invalid " + line), r.stderr
         assert "Traceback" not in r.stderr and not (tmp_path / f"pre{i}").exists()
     # a request sinfo cannot judge: sbatch refuses it, and the driver says why and exits non-zero
     r = run_gridtune(*args, "sweep_name=refused", "hydra.launcher.constraint=nofeature", check=False)

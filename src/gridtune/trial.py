@@ -8,6 +8,7 @@ so a sweep always goes on. `TrialRun` is the engine it drives; the final run reu
 """
 from __future__ import annotations
 
+import os
 import socket
 import time
 import traceback
