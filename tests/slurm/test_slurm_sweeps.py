@@ -320,8 +320,10 @@ def test_failed_trial_is_failed_though_slurm_says_completed(fresh_data, tmp_path
     launcher = [a for a in LAUNCHER if "gpus_per_node" not in a] + ["hydra.launcher.gpus_per_node=1"]
     r = gridtune("-m", "preset=debug", "train.epochs=2", "data.on_bad_file=skip,error", "sweep_name=failing",
                  "hydra.sweeper.prepare_cache=false", *launcher, f"hydra.launcher.name={name}",
-                 f"out_root={tmp_path}", f"data.root={fresh_data}", timeout=300)
+                 f"out_root={tmp_path}", f"data.root={fresh_data}", timeout=300, check=False)
     assert "2 trials: 1 ok, 1 failed" in r.stdout
+    assert r.returncode == 1, r.stderr       # a failed trial: the driver exits 1 though SLURM says COMPLETED
+    assert r.stderr.strip().splitlines()[-1] == "gridtune: 1 of 2 trials did not end ok or diverged (1 failed)"
     rows = wait_sacct("--name", name, fields="JobID,State,AllocTRES", n=2)
     assert [row[1] for row in rows] == ["COMPLETED"] * 2
     assert all("gres/gpu=1" in row[2] for row in rows), rows
