@@ -104,13 +104,17 @@ def test_killed_driver_rerun_ends_with_the_same_ladder(reference, demo_root, tmp
         with log.open("w") as f:
             proc = subprocess.Popen(args, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        delay = rng.uniform(4, 25) if attempt < 5 else None
-        try:
-            proc.wait(timeout=delay if delay else 900)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
+        if attempt < 5:     # kill at a random moment after 1 or 2 more epochs: progress each time, whatever the speed
+            want, extra = rng.randint(1, 2), rng.uniform(0.0, 1.5)
+            deadline = time.monotonic() + 900
+            while proc.poll() is None and len(EPOCH_LINE.findall(log.read_text())) < want \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(extra)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                kills += 1
+        proc.wait(timeout=900)
         logs.append(log.read_text())
         if proc.returncode == 0:
             break
