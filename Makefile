@@ -50,10 +50,10 @@ demo: data  ## install, demo data, a 4-trial local sweep, the leaderboard, a sho
 test: install  ## run every test this machine can run (starts the local SLURM cluster when root)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash scripts/slurm_local.sh up; \
 	 else echo "make test: not root or no apt-get: the SLURM tests will be skipped"; fi
-	$(WITH_VENV) $(BIN)/python -m pytest -q
+	$(WITH_VENV) $(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 test-fast: install  ## only the fast tests (no slow, slurm or gpu markers)
-	$(WITH_VENV) $(BIN)/python -m pytest -q -m "not slow and not slurm and not gpu"
+	$(WITH_VENV) $(BIN)/python -m pytest -q -n auto -m "not slow and not slurm and not gpu"
 
 bench: install  ## measure throughput, data path, overheads, the naive baseline and fused trials; writes bench.json/bench.md
 	$(BIN)/python scripts/bench.py

@@ -3,6 +3,11 @@
 Markers: `slow` (seconds to a minute), `slurm` (needs the local cluster: scripts/slurm_local.sh up),
 `gpu` (needs CUDA). slurm tests are skipped with a reason when no cluster answers, except when
 GRIDTUNE_REQUIRE_SLURM=1 (CI), where a missing cluster is a failure.
+
+Under pytest-xdist (`make test` runs `-n auto --dist loadgroup`) every slurm test goes to one worker,
+one at a time, so that two tests never share the cluster's queue; and each worker (with the
+processes it starts) is pinned to its own CPUs, so that trials size their torch threads to those
+CPUs instead of every worker oversubscribing the whole machine.
 """
 from __future__ import annotations
 
@@ -31,6 +36,14 @@ def _slurm_usable() -> str | None:
     return None
 
 
+def pytest_configure(config):
+    worker, n = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker and n and hasattr(os, "sched_setaffinity"):
+        cpus, i, n = sorted(os.sched_getaffinity(0)), int(worker.removeprefix("gw")), int(n)
+        if len(cpus) >= n:
+            os.sched_setaffinity(0, cpus[i::n])
+
+
 def pytest_collection_modifyitems(config, items):
     slurm_reason = gpu_reason = None
     if any("slurm" in i.keywords for i in items):
@@ -39,6 +52,8 @@ def pytest_collection_modifyitems(config, items):
         import torch
         gpu_reason = None if torch.cuda.is_available() else "no CUDA device"
     for item in items:
+        if "slurm" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
         if "slurm" in item.keywords and slurm_reason:
             if os.environ.get("GRIDTUNE_REQUIRE_SLURM") == "1":
                 # a usefixtures mark added after collection is ignored: fail in runtest_setup instead

@@ -263,3 +263,15 @@ def test_claim_of_a_dead_slurm_job_is_flagged(tmp_path, monkeypatch, capsys):
     assert status.main([str(sweep)]) == 3
     out = capsys.readouterr().out
     assert "[SLURM 2001_1 TIMEOUT: stale claim]" in out and "SLURM (squeue + sacct): 1 jobs" in out
+
+
+def test_a_long_error_keeps_its_cause(tmp_path):
+    """A failed trial's error is clipped in the middle: the path's head and the cause at the end stay."""
+    path = "/scratch/" + "deep/" * 40 + "[cel][cla]0999__1.wav"
+    sweep = tmp_path / "s"
+    records.write_json(sweep / "t-long" / records.RESULT,
+                       _result("t-long", "failed", error=f"gridtune.audio.BadAudio: {path}: not readable as audio"))
+    (detail,) = [s["detail"] for s in status.collect_states(sweep)]
+    assert len(detail) == 160
+    assert detail.startswith("gridtune.audio.BadAudio: /scratch/deep/")
+    assert detail.endswith("/[cel][cla]0999__1.wav: not readable as audio") and "…" in detail

@@ -37,7 +37,8 @@ def decode(path: str | Path, sample_rate: int, n_samples: int | None = None) -> 
     try:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:   # libsndfile: truncated header, not audio, unsupported format
-        raise BadAudio(f"not readable as audio ({str(e).splitlines()[0][:120]})") from None
+        why = str(e).splitlines()[0].replace(f"Error opening {str(path)!r}: ", "")   # the path is named already
+        raise BadAudio(f"not readable as audio ({why[:120]})") from None
     if x.shape[0] < MIN_SECONDS * sr:
         raise BadAudio(f"too short ({x.shape[0] / sr:.3f} s)")
     if not np.isfinite(x).all():

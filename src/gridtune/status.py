@@ -48,8 +48,16 @@ def trial_state(t: sweepdir.Trial, objective: str | None = None) -> dict:
     if t.state == "ok":
         s["objective"], s["detail"] = _ok_detail(t, objective)
     elif t.state in NEEDS_RERUN:
-        s["detail"] = s["detail"][:160]
+        s["detail"] = _clip(s["detail"])
     return s
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    """At most `limit` characters, cut in the middle: an error's cause ends the line, after a path."""
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return f"{text[:head]}…{text[len(text) - (limit - head - 1):]}"
 
 
 def final_state(final: sweepdir.Trial | None) -> dict | None:
