@@ -57,7 +57,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="gridtune-bench-plan-") as tmp:
         data, out = Path(tmp) / "data", Path(tmp) / "out"
-        generate(data, per_class=2, test_clips=0, seed=0)
+        generate(data, per_class=6, test_clips=0, seed=0)   # 2 recordings per class: the split needs 2
         for name, args in (("task11", ["sweep=task11"]),):
             before, n = median(args, data, out, False, a.repeats)
             after, n2 = median(args, data, out, True, a.repeats)
