@@ -28,6 +28,12 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return resample_poly(x, sr_out // g, sr_in // g).astype(np.float32)
 
 
+def _library_reason(e: Exception, path: Path) -> str:
+    """A decoder's own message, first line: the caller names the path, so the library's quoted copy of
+    it shrinks to the file name (a deep path would otherwise hide the reason)."""
+    return str(e).splitlines()[0].replace(repr(str(path)), repr(path.name))[:120] if str(e) else type(e).__name__
+
+
 def decode(path: str | Path, sample_rate: int, n_samples: int | None = None) -> np.ndarray:
     """Mono float32 at `sample_rate`; cut or zero-padded to `n_samples` when it is given."""
     import soundfile as sf
@@ -37,8 +43,7 @@ def decode(path: str | Path, sample_rate: int, n_samples: int | None = None) -> 
     try:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:   # libsndfile: truncated header, not audio, unsupported format
-        why = str(e).splitlines()[0].replace(f"Error opening {str(path)!r}: ", "")   # the path is named already
-        raise BadAudio(f"not readable as audio ({why[:120]})") from None
+        raise BadAudio(f"not readable as audio ({_library_reason(e, path)})") from None
     if x.shape[0] < MIN_SECONDS * sr:
         raise BadAudio(f"too short ({x.shape[0] / sr:.3f} s)")
     if not np.isfinite(x).all():
@@ -63,4 +68,4 @@ def decode_png(path: str | Path, height: int, width: int) -> np.ndarray:
             im = im.convert("L").resize((width, height), Image.BILINEAR)
             return np.asarray(im, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as e:
-        raise BadAudio(f"not readable as an image ({str(e).splitlines()[0][:120]})") from None
+        raise BadAudio(f"not readable as an image ({_library_reason(e, path)})") from None

@@ -120,3 +120,18 @@ def test_sweep_with_on_bad_file_error_stops_with_one_line(run_gridtune, odd_data
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1500:]
     assert any(ln.startswith("gridtune: ") and f"{odd_data}/{TRAIN}/" in ln for ln in r.stderr.splitlines())
     assert not list((tmp_path / "strict").glob("*/result.json"))
+
+
+@pytest.mark.parametrize("name, decoder, args, expected", [
+    ("[cel][cla]0999__1.wav", "decode", (16000,), "not readable as audio (Error opening '[cel][cla]0999__1.wav': "
+                                                   "Format not recognised.)"),
+    ("x.png", "decode_png", (32, 32), "not readable as an image (cannot identify image file 'x.png')")])
+def test_a_decoders_reason_names_the_file_not_its_deep_path(tmp_path, name, decoder, args, expected):
+    """The caller names the path; the library's own copy of it shrinks to the name, so its reason shows."""
+    from gridtune import audio
+    deep = tmp_path.joinpath(*["deep"] * 30)
+    deep.mkdir(parents=True)
+    (deep / name).write_text("not a media file")
+    with pytest.raises(audio.BadAudio) as e:
+        getattr(audio, decoder)(deep / name, *args)
+    assert str(e.value) == expected

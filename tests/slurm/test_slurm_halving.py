@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from accounting import wait_sacct
 from gridtune import halving, records
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -28,21 +28,6 @@ def _cancel():
     subprocess.run(["scancel", "--name", NAME], capture_output=True, timeout=30)
 
 
-def _settled_accounting(name: str, timeout: float = 60) -> list[str]:
-    """sacct's JobID|State rows once no job of `name` is pending or running: the driver returns when
-    the last task's result is written, and SLURM records that task's end a moment later."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = subprocess.run(["sacct", "-X", "-n", "-P", "--name", name, "--format=JobID,State"],
-                              capture_output=True, text=True, timeout=30).stdout.split()
-        if rows and not any(r.partition("|")[2].split()[0] in ("PENDING", "RUNNING", "COMPLETING")
-                            for r in rows):
-            return rows
-        if time.monotonic() > deadline:
-            raise AssertionError(f"sacct --name {name}: jobs not finished after {timeout}s: {rows}")
-        time.sleep(0.5)
-
-
 def test_halved_sweep_runs_one_array_per_rung(demo_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     args = ["-m", "preset=debug", "train.epochs=4", "lr=1e-3,1e-4", "dropout=0.3,0.5", "launcher.trials_per_job=2",
@@ -58,10 +43,9 @@ def test_halved_sweep_runs_one_array_per_rung(demo_root, tmp_path):
     assert sorted(r["status"] for r in res.values()) == ["ok", "stopped", "stopped", "stopped"]
     assert sorted(r["epochs_run"] for r in res.values()) == [1, 1, 2, 4]
     # one array per rung: 4 trials in 2 tasks, then 2 trials in 1 task, then the survivor in 1 task
-    acct = _settled_accounting(NAME)
+    acct = wait_sacct("--name", NAME, n=4)      # once every job has ended: SLURM records the end late
     arrays = {}
-    for row in acct:
-        job, _, state = row.partition("|")
+    for job, state in acct:
         arrays.setdefault(job.split("_")[0], []).append(state)
     assert sorted(len(v) for v in arrays.values()) == [1, 1, 2], acct
     assert all(s == "COMPLETED" for v in arrays.values() for s in v), acct

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from accounting import sacct, wait_sacct
 from gridtune import claims, records
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -31,11 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = ("launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
             "hydra.launcher.mem_gb=1", "hydra.launcher.gpus_per_node=0", "hydra.launcher.timeout_min=20")
 SMOKE = ("sweep=smoke", "preset=debug", "train.epochs=2")
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-            "DEADLINE", "PREEMPTED", "REQUEUED"}   # REQUEUED: an earlier run of a job (sacct -D)
 TIMING_KEYS = ("time_s", "train/seconds", "train/samples_per_s")
 RUN_ID = uuid.uuid4().hex[:6]
-SINCE = (dt.datetime.now() - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
 TIMINGS: dict[str, str] = {}
 _NAMES: list[str] = []
 
@@ -81,27 +79,6 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
     text = log.read_text()
     assert proc.returncode == 0, f"exited {proc.returncode}:\n{text[-3000:]}"
     return text
-
-
-def sacct(*args: str, dup: bool = False) -> list[list[str]]:
-    cmd = ["sacct", "-X", "-n", "-P", "-S", SINCE, *(["-D"] if dup else []), *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, f"{' '.join(cmd)}: {r.stderr}"
-    return [line.split("|") for line in r.stdout.splitlines() if line.strip()]
-
-
-def wait_sacct(*select: str, fields: str = "JobID,State", n: int | None = None, dup: bool = False,
-               timeout: float = 120) -> list[list[str]]:
-    """sacct rows (JobID, State first) once every selected job is in a terminal state; accounting
-    lags the job's end by a second or so, and a just-submitted job may not be listed yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = sacct(*select, f"--format={fields}", dup=dup)
-        if rows and (n is None or len(rows) >= n) and all(r[1].split()[0] in TERMINAL for r in rows):
-            return rows
-        if time.monotonic() > deadline:
-            raise AssertionError(f"sacct {' '.join(select)}: jobs not finished after {timeout}s: {rows}")
-        time.sleep(0.5)
 
 
 def sbatch(*args: str, env: dict) -> str:
