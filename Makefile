@@ -14,10 +14,10 @@ WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lock-check data demo test test-fast bench bench-halving slurm-up slurm-down clean
+.PHONY: help install lock lock-check data demo test test-shuffled test-no-bf16 test-bf16 test-fast bench bench-halving slurm-up slurm-down clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PY) -m pip install -q uv==$(UV_VERSION)
@@ -50,7 +50,17 @@ demo: data  ## install, demo data, a 4-trial local sweep, the leaderboard, a sho
 test: install  ## run every test this machine can run (starts the local SLURM cluster when root)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash scripts/slurm_local.sh up; \
 	 else echo "make test: not root or no apt-get: the SLURM tests will be skipped"; fi
-	$(WITH_VENV) $(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(WITH_VENV) $(BIN)/python -m pytest -q -n auto --dist loadgroup $(PYTEST_ARGS)
+
+SEED ?= $(shell date +%s)
+test-shuffled:  ## make test in a seeded random order (the command line shows the seed; SEED=N repeats it)
+	$(MAKE) test PYTEST_ARGS="--random-order-bucket=global --random-order-seed=$(SEED)"
+
+test-no-bf16:  ## make test as on a CPU without native bf16 (amp auto = fp32, oneDNN capped at AVX2)
+	GRIDTUNE_CPU_BF16=0 ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) test
+
+test-bf16:  ## make test as on a CPU with native bf16 (amp auto = bf16; emulated where the CPU lacks it)
+	GRIDTUNE_CPU_BF16=1 $(MAKE) test
 
 test-fast: install  ## only the fast tests (no slow, slurm or gpu markers)
 	$(WITH_VENV) $(BIN)/python -m pytest -q -n auto -m "not slow and not slurm and not gpu"
@@ -60,6 +70,10 @@ bench: install  ## measure throughput, data path, overheads, the naive baseline 
 
 bench-halving: data  ## successive halving vs the full grid (task11 + a repeats grid, 3 seeds); writes bench_halving.json/.md
 	$(BIN)/python scripts/bench_halving.py --data $(DATA) $(BENCH_HALVING_ARGS)
+
+.PHONY: gpu-wheels
+gpu-wheels:  ## fetch into .whl/ what scripts/gpu_check.sh needs on a bare GPU machine (CPython 3.12, uv.lock's versions)
+	$(PY) scripts/gpu_wheels.py --dest .whl
 
 slurm-up:  ## start the single-node SLURM cluster (root; installs Debian's slurm packages)
 	bash scripts/slurm_local.sh up

@@ -110,10 +110,10 @@ def main(argv=None) -> dict:
     from bench_steps import compose, half_dtype
 
     from gridtune.engine import pick_device
-    from gridtune.runtime import set_threads
+    from gridtune.runtime import set_cpu
     overrides = [*(QUICK_OVERRIDES if args.quick else ()), *args.override]
     cfg = compose(overrides)
-    set_threads(cfg)                                   # the thread count a trial would use
+    set_cpu(cfg)                                   # the thread count a trial would use
     device = pick_device(cfg.device)
     tmp = Path(tempfile.mkdtemp(prefix="gridtune-bench-"))
     sizes = resolve_sizes(args, device.type, tmp)

@@ -65,9 +65,9 @@ def compile_variants(params: dict) -> None:
     import torch
 
     from bench_steps import compose, measure_variant
-    from gridtune.runtime import set_threads
+    from gridtune.runtime import set_cpu
     cfg = compose(params["overrides"])
-    set_threads(cfg)
+    set_cpu(cfg)
     device = torch.device(params["device"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -71,13 +71,13 @@ def main() -> int:
     import torch
 
     from gridtune import cache, evaluate, predict, trained
-    from gridtune.runtime import set_threads
+    from gridtune.runtime import set_cpu
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = args.model or untrained_final_dir(tmp / "final", args.preset)
         paths = write_files(tmp / "recordings", args.files, args.seconds)
         t = trained.load(model_dir)
-        set_threads(t.cfg)
+        set_cpu(t.cfg)
         window, hop = evaluate.window_and_hop(t.cfg)
         bs = int(t.cfg.train.eval_batch_size)
         cache.decode_as_stored(paths[0], t.sample_rate)          # imports (scipy.signal) out of the timings

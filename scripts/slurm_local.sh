@@ -49,6 +49,12 @@
 #   SLURM_LOCAL_ACCOUNTING=slurmdbd|none
 #                              default slurmdbd; none skips MariaDB/slurmdbd (faster
 #                              start, but sacct does not work)
+#   SLURM_LOCAL_MAX_ARRAY_SIZE=N
+#                              MaxArraySize in slurm.conf (array task ids < N);
+#                              unset: SLURM's default (1001). A changed value
+#                              restarts slurmctld and slurmd like any config
+#                              change; running jobs survive. The next `up`
+#                              without it restores the default.
 #   SLURM_LOCAL_INSTALL=1|0    0: never call apt-get, fail if packages are missing
 #   SLURM_LOCAL_SMOKE=1|0      run `srun hostname` when the node is idle (default 1)
 #   SLURM_LOCAL_TIMEOUT=S      seconds to wait for each daemon (default 120)
@@ -82,6 +88,7 @@ readonly DB_PASS=gridtune-local
 CPUS_WANTED=${SLURM_LOCAL_CPUS:-auto}
 NGPUS=${SLURM_LOCAL_GPUS:-2}
 MEM_WANTED=${SLURM_LOCAL_MEM_MB:-auto}
+MAX_ARRAY_SIZE=${SLURM_LOCAL_MAX_ARRAY_SIZE:-}
 ACCOUNTING=${SLURM_LOCAL_ACCOUNTING:-slurmdbd}
 DO_INSTALL=${SLURM_LOCAL_INSTALL:-1}
 SMOKE=${SLURM_LOCAL_SMOKE:-1}
@@ -351,7 +358,7 @@ DBD_CONF_CHANGED=0
 write_configs() {
   # Hardware as slurmd sees it; first line, e.g.
   # NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=24105
-  local line kv topology overrides=0 real_cpus real_mem acct gres_node="" gpu_files
+  local line kv topology overrides=0 real_cpus real_mem acct gres_node="" gpu_files array_conf=""
   declare -A hw=()
   line=$(slurmd -C)
   line=${line%%$'\n'*}
@@ -391,6 +398,12 @@ AccountingStoragePort=6819
 AccountingStorageTRES=gres/gpu"
   else
     acct="AccountingStorageType=accounting_storage/none"
+  fi
+  # (no line at all when unset, so that the file, and the running daemons, stay as they were)
+  if [ -n "$MAX_ARRAY_SIZE" ]; then
+    array_conf="# Arrays of at most $MAX_ARRAY_SIZE tasks (SLURM_LOCAL_MAX_ARRAY_SIZE).
+MaxArraySize=$MAX_ARRAY_SIZE
+"
   fi
   if ((NGPUS > 0)); then
     gres_node="Gres=gpu:$NGPUS"
@@ -447,7 +460,7 @@ MailProg=/bin/true
 MinJobAge=300
 InactiveLimit=0
 Waittime=0
-GresTypes=gpu
+${array_conf}GresTypes=gpu
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$CPUS $topology RealMemory=$MEM $gres_node State=UNKNOWN
 # Jobs in '$URGENT_PARTITION' (higher PriorityTier) preempt jobs in '$PARTITION', which
 # are requeued. preempt_send_user_signal (22.05 spelling; later releases use
@@ -612,6 +625,9 @@ cmd_up() {
   need_root up
   case "$ACCOUNTING" in slurmdbd | none) ;; *) die "SLURM_LOCAL_ACCOUNTING must be slurmdbd or none" ;; esac
   is_uint "$NGPUS" || die "SLURM_LOCAL_GPUS must be a number"
+  if [ -n "$MAX_ARRAY_SIZE" ] && { ! is_uint "$MAX_ARRAY_SIZE" || ((MAX_ARRAY_SIZE == 0)); }; then
+    die "SLURM_LOCAL_MAX_ARRAY_SIZE must be a positive number"
+  fi
   take_lock
   local t0
   install_packages

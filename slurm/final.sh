@@ -37,6 +37,28 @@
 #SBATCH --open-mode=append
 set -Eeuo pipefail
 
+# shellcheck disable=SC2317,SC2329 # invoked by the USR2 trap
+requeue_self() {
+  local max=${GRIDTUNE_MAX_REQUEUES:-20} restarts=${SLURM_RESTART_COUNT:-0}
+  [[ $max =~ ^[0-9]+$ ]] || max=20
+  [[ $restarts =~ ^[0-9]+$ ]] || restarts=0
+  if [ -z "${SLURM_JOB_ID:-}" ]; then
+    echo "[final.sh] USR2 outside SLURM: ignored"
+  elif ((restarts >= max)); then
+    echo "[final.sh] USR2: already restarted $restarts times (GRIDTUNE_MAX_REQUEUES=$max); not requeueing"
+  else
+    echo "[final.sh] USR2 at $(date -Is): requeueing job $SLURM_JOB_ID; it resumes from its last checkpoint"
+    # Fails harmlessly when SLURM is already requeueing the job (preemption).
+    scontrol requeue "$SLURM_JOB_ID" || true
+  fi
+}
+
+# The traps come first: a USR2 that arrived before them would end this shell
+# (exit 140) and the job with it.
+child=
+trap requeue_self USR2
+trap 'if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; else exit 143; fi' TERM INT
+
 usage="usage: sbatch slurm/final.sh <sweep_dir> [overrides...]"
 cd "${SLURM_SUBMIT_DIR:-$PWD}"
 if [ $# -lt 1 ] || [ -z "$1" ]; then
@@ -73,28 +95,10 @@ cmd=("$python_bin" -m gridtune.final "sweep_dir=$sweep_dir" "$@")
 echo "[final.sh] job ${SLURM_JOB_ID:-none} (restart ${SLURM_RESTART_COUNT:-0}) on $HOSTNAME at $(date -Is) in $PWD"
 echo "[final.sh] ${cmd[*]@Q}"
 
-# shellcheck disable=SC2317,SC2329 # invoked by the USR2 trap
-requeue_self() {
-  local max=${GRIDTUNE_MAX_REQUEUES:-20} restarts=${SLURM_RESTART_COUNT:-0}
-  [[ $max =~ ^[0-9]+$ ]] || max=20
-  [[ $restarts =~ ^[0-9]+$ ]] || restarts=0
-  if [ -z "${SLURM_JOB_ID:-}" ]; then
-    echo "[final.sh] USR2 outside SLURM: ignored"
-  elif ((restarts >= max)); then
-    echo "[final.sh] USR2: already restarted $restarts times (GRIDTUNE_MAX_REQUEUES=$max); not requeueing"
-  else
-    echo "[final.sh] USR2 at $(date -Is): requeueing job $SLURM_JOB_ID; it resumes from its last checkpoint"
-    # Fails harmlessly when SLURM is already requeueing the job (preemption).
-    scontrol requeue "$SLURM_JOB_ID" || true
-  fi
-}
-
 # Python runs as a child, not exec'd, so that this shell can receive USR2.
 # Background children of a script ignore SIGINT, so INT/TERM are passed on.
 "${cmd[@]}" &
 child=$!
-trap requeue_self USR2
-trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT
 # `wait` returns early whenever a trapped signal arrives: wait until the child
 # has really ended, then exit with its status.
 while :; do

@@ -44,6 +44,7 @@ def pytest_configure(config):
             os.sched_setaffinity(0, cpus[i::n])
 
 
+@pytest.hookimpl(tryfirst=True)   # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     slurm_reason = gpu_reason = None
     if any("slurm" in i.keywords for i in items):
@@ -64,11 +65,37 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"gpu: {gpu_reason}"))
 
 
+def pytest_collection_finish(session):
+    """Under `--dist loadgroup` every slurm test's id must carry its group, or pytest-xdist would run
+    two of them at once on the one cluster (as it silently does with pytest 9.2, see pyproject.toml)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and getattr(session.config.option, "loadgroup", False):
+        loose = [i.nodeid for i in session.items if "slurm" in i.keywords and not i.nodeid.endswith("@slurm")]
+        if loose:
+            raise pytest.UsageError(f"pytest-xdist did not group {len(loose)} slurm test(s) (e.g. {loose[0]}): "
+                                    "they would share the cluster's queue; use the pytest that uv.lock pins")
+
+
 def pytest_runtest_setup(item):
     # before any fixture, so module-scoped fixtures do not start sweeps on a missing cluster
     reason = item.stash.get(_SLURM_MISSING, None)
     if reason:
         pytest.fail(f"GRIDTUNE_REQUIRE_SLURM=1 but the cluster is not usable: {reason}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _torch_process_flags():
+    """A trial sets process-wide torch settings (threads, oneDNN on or off: gridtune.runtime.set_cpu);
+    each test leaves them as it found them, so no test sees another's and the order never matters.
+    torch is not imported here for tests that never import it."""
+    torch = sys.modules.get("torch")
+    saved = (torch.get_num_threads(), torch.backends.mkldnn.enabled) if torch else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        threads, onednn = saved or (None, True)
+        if threads:
+            torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = onednn
 
 
 @pytest.fixture(scope="session")

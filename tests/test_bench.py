@@ -125,9 +125,20 @@ def test_flag_verdicts_and_table():
     assert all(line.count("|") == 6 for line in text.splitlines() if line.startswith("| "))
 
 
-def test_slurm_probe_answers_with_a_reason_or_none():
-    why = bench_procs.slurm_usable()
-    assert why is None or why.startswith("no SLURM")
+@pytest.mark.parametrize("sinfo, want", [
+    (None, "no SLURM (sinfo not found)"),
+    ("echo 'debug*'; echo urgent", None),                    # partitions listed: usable
+    ("exit 1", "no SLURM (sinfo exit 1)"),                    # no controller answers
+    ("exit 0", "no SLURM (sinfo exit 0)"),                    # answers, but with no partition
+])
+def test_slurm_probe_answers_with_a_reason_or_none(tmp_path, monkeypatch, sinfo, want):
+    """What the probe says for each answer of `sinfo` (a stand-in on PATH, so any machine gives the
+    same answers, with or without a cluster)."""
+    if sinfo is not None:
+        (tmp_path / "sinfo").write_text(f"#!/bin/sh\n{sinfo}\n")
+        (tmp_path / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert bench_procs.slurm_usable() == want
 
 
 @pytest.mark.slow

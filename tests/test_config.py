@@ -88,9 +88,9 @@ def test_cli_lists_combine_with_grid_files(run_gridtune, tmp_path, demo_root):
 ])
 def test_builder_errors_are_found_before_launch(overrides, needle):
     cfg = compose(*overrides)
-    assert checks.validate(cfg) == []                    # the plain value checks pass...
-    problems = builds.check_builds(cfg)                  # ...building the parts (on the meta device) does not
+    problems = builds.check_builds(cfg)                  # building the parts (on the meta device) refuses...
     assert len(problems) == 1 and needle in problems[0] and "\n" not in problems[0], problems
+    assert checks.validate(cfg) == problems              # ...and the torch-free checks say the same
     assert builds.check_builds(compose()) == []
 
 

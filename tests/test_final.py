@@ -95,8 +95,16 @@ def test_model_pt_loads_weights_only_and_reproduces_predictions(sweep, finished)
     from omegaconf import OmegaConf
     cfg = OmegaConf.load(out / "final_config.yaml")
     clips = evaluate.resolve_mode(cfg, classes)[1]
-    again = evaluate.irmas_test(cfg, clips, classes, evaluate.model_prob_fn(model, features, torch.device("cpu")),
-                                rec["threshold"])
+    # the computation the final run's test evaluation ran (its threads and kernels, its autocast and
+    # memory format: bf16 and channels_last on a CPU with native bf16), so its figures come back exactly
+    from gridtune.loop import precision
+    from gridtune.runtime import set_cpu
+    set_cpu(cfg)
+    amp_dtype, _, channels_last = precision(cfg.train, torch.device("cpu"))
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    prob_fn = evaluate.model_prob_fn(model, features, torch.device("cpu"), amp_dtype, channels_last)
+    again = evaluate.irmas_test(cfg, clips, classes, prob_fn, rec["threshold"])
     for key in ("micro_f1", "macro_f1", "per_class_f1", "n_windows"):
         assert again[key] == rec["test"][key]
     # and the loaded weights matter: a freshly initialized model predicts something else
@@ -218,7 +226,6 @@ def test_threshold_falls_back_to_half_without_winner_weights(tmp_path):
 def test_killed_final_resumes_to_the_same_result(sweep, finished):
     """SIGTERM after epoch 1, then a rerun: epoch 2 and the test figures match an uninterrupted run."""
     import signal
-    import time
     out = sweep.root / "killed"
     cmd = [sys.executable, "-m", "gridtune.final", f"sweep_dir={sweep.dir}", "final.epochs=2", "preset=debug",
            f"final.out_dir={out}"]
@@ -229,7 +236,6 @@ def test_killed_final_resumes_to_the_same_result(sweep, finished):
             break
     proc.wait(timeout=60)
     assert proc.returncode != 0 and len(read_history(out / "history.jsonl")) == 1
-    time.sleep(0.1)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed killed after epoch 1" in again.stdout and "epoch 1/2" not in again.stdout

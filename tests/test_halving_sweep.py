@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -92,34 +91,45 @@ def test_rerun_trains_nothing(reference, demo_root, run_gridtune):
     assert _histories(reference["dir"]) == before
 
 
+RUNNER = REPO / "tests" / "faults" / "runner.py"
+
+
+def _kill_point(rng, kills: int, sweep) -> tuple[str, int] | None:
+    """Where the next attempt dies, counted in the run's own writes (tests/faults/runner.py kills the
+    driver inside the n-th atomic write of that file, before the rename): `checkpoint.pt` or
+    `history.jsonl` number n + 1 of this attempt leaves exactly n more epochs trained (each epoch writes
+    each file once), and `halving.json` number 1 is the next ladder decision (or the closing write).
+    At most 2 epochs per kill out of the ladder's 8, so at least 3 kills happen, on any machine."""
+    remaining = 8 - sum(len(h) for h in _histories(sweep).values())      # fewer when a checkpoint was lost
+    if kills >= 2 and rng.random() < 0.5:
+        return "halving.json", 1
+    if remaining < 2:
+        return None
+    return rng.choice(("checkpoint.pt", "history.jsonl")), rng.randint(1, min(2, remaining - 1)) + 1
+
+
 @pytest.mark.slow
 def test_killed_driver_rerun_ends_with_the_same_ladder(reference, demo_root, tmp_path):
-    """SIGKILL the driver at random moments, rerun the same command each time: the same ladder as
-    the uninterrupted run, and every (trial, epoch) trained exactly once."""
+    """Kill the driver inside an epoch's records or a ladder decision, rerun the same command each
+    time: the same ladder as the uninterrupted run, and every (trial, epoch) trained exactly once."""
     rng = random.Random(int(os.environ.get("GRIDTUNE_KILL_SEED", "13")))
-    args = [sys.executable, "-m", "gridtune.sweep", *_args(demo_root, tmp_path, "ref")]
-    logs, kills = [], 0
-    for attempt in range(12):
-        log = tmp_path / f"run{attempt}.log"
-        with log.open("w") as f:
-            proc = subprocess.Popen(args, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if attempt < 5:     # kill at a random moment after 1 or 2 more epochs: progress each time, whatever the speed
-            want, extra = rng.randint(1, 2), rng.uniform(0.0, 1.5)
-            deadline = time.monotonic() + 900
-            while proc.poll() is None and len(EPOCH_LINE.findall(log.read_text())) < want \
-                    and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(extra)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                kills += 1
-        proc.wait(timeout=900)
-        logs.append(log.read_text())
-        if proc.returncode == 0:
+    args = [sys.executable, str(RUNNER), *_args(demo_root, tmp_path, "ref")]
+    logs, kills, points = [], 0, []
+    for attempt in range(8):
+        point = _kill_point(rng, kills, tmp_path / "ref") if kills < 4 else None
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if point:
+            env.update(GRIDTUNE_TEST_KILL_ON=point[0], GRIDTUNE_TEST_KILL_NTH=str(point[1]))
+        r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+        logs.append(r.stdout)
+        if r.returncode == -signal.SIGKILL:
+            kills += 1
+            points.append(point)
+        elif r.returncode == 0:
             break
-        time.sleep(0.2)
-    assert proc.returncode == 0 and kills >= 3, f"{kills} kills, rc {proc.returncode}\n{logs[-1][-2000:]}"
+        else:
+            pytest.fail(f"attempt {attempt} (kill point {point}) exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    assert r.returncode == 0 and kills >= 3, f"{kills} kills at {points}, rc {r.returncode}\n{logs[-1][-2000:]}"
     trained = [(m.group(1), int(m.group(2))) for text in logs for m in EPOCH_LINE.finditer(text)]
     assert len(trained) == len(set(trained)), "an epoch was trained twice"
     hist = _histories(tmp_path / "ref")

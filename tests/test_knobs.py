@@ -15,7 +15,7 @@ def test_axes_come_from_the_overrides_in_grid_order():
                                                            f"hydra.launcher.mem_gb={m}", "l2=0.001", f"lr={lr}"])
               for m in (0.0, 0.9) for lr in (0.001, 0.01)]
     for t in trials:                            # lr is recorded; the override is only its source
-        t.params["lr"] = knobs.parse_value(t.overrides[-1].split("=")[1])
+        t.params["lr"] = knobs.item(t.overrides[-1])[1]
     assert knobs.axes(trials) == ["optim.momentum", "lr"]
     assert knobs.title("optim.momentum") == "Momentum" and knobs.title("lr_conv") == "LR conv"
     # a trial that does not know a key (only in the manifest, say) does not make it vary

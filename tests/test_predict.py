@@ -16,6 +16,7 @@ from modeldirs import make_final_dir, make_trial_dir
 
 from gridtune import evaluate, predict, trained
 from gridtune.demo_data import CLASSES
+from gridtune.loop import precision
 
 SR, WINDOW, HOP = 16000, 48000, 24000
 
@@ -29,9 +30,15 @@ def dirs(demo_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(dirs):
-    """p(windows) of gridtune's own model: what predict must average, computed without predict."""
+    """p(windows) of gridtune's own model as the final run's test evaluation computes them: under the
+    autocast and memory format its training resolved (`loop.precision`: bf16 and channels_last on a
+    CPU with native bf16, fp32 elsewhere), computed without predict."""
     t = trained.load(dirs.final)
-    return evaluate.model_prob_fn(t.model, t.features, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    amp_dtype, _, channels_last = precision(t.cfg.train, cpu)
+    if channels_last:
+        t.model.to(memory_format=torch.channels_last)
+    return evaluate.model_prob_fn(t.model, t.features, cpu, amp_dtype, channels_last)
 
 
 def tone(seconds: float, sr: int = SR, channels: int = 1, seed: int = 0, freq: float = 440.0) -> np.ndarray:
@@ -69,10 +76,15 @@ def test_short_and_long_files_are_windowed_and_averaged_as_the_test_evaluation(d
     rows = rows_of(out)
     assert rows["one.wav"]["windows"] == 1 and rows["seven.wav"]["windows"] == 4
     assert rows["one.wav"]["seconds"] == pytest.approx(1.0) and rows["seven.wav"]["seconds"] == pytest.approx(7.0)
-    want_one = reference(np.pad(stored(one), (0, WINDOW - SR))[None])[0]
+    assert list(rows) == ["one.wav", "seven.wav"]                # input order: one batch of 5 windows
+    # the very batch predict runs (one.wav's window, then seven.wav's 4), so the same kernels see the
+    # same rows: a CPU kernel may round a row differently in a batch of another size (oneDNN with bf16
+    # does, by 1e-4). What is left is the mean, summed in float64 in another order: below 1e-12.
     x = stored(seven)
-    windows = np.stack([np.pad(x[s:s + WINDOW], (0, max(0, s + WINDOW - len(x)))) for s in (0, 24000, 48000, 72000)])
-    want_seven = reference(windows).mean(axis=0)
+    windows = np.stack([np.pad(stored(one), (0, WINDOW - SR))] +
+                       [np.pad(x[s:s + WINDOW], (0, max(0, s + WINDOW - len(x)))) for s in (0, 24000, 48000, 72000)])
+    p = reference(windows).astype(np.float64)
+    want_one, want_seven = p[0], p[1:].mean(axis=0)
     assert np.abs(probs(rows["one.wav"]) - want_one).max() < 1e-6
     assert np.abs(probs(rows["seven.wav"]) - want_seven).max() < 1e-6
     assert np.abs(want_one - want_seven).max() > 1e-3          # the two files really differ

@@ -189,22 +189,30 @@ def test_final_quotes_an_unusual_sweep_dir_for_hydra(sandbox: dict) -> None:
     assert parsed.key_or_group == "sweep_dir" and parsed.value() == str(sweep_dir)
 
 
-def _final_signalled(sandbox: dict, env: dict) -> subprocess.Popen:
-    """Start final.sh with the stub interpreter; once the stub runs (it prints its JSON line first),
-    send the shell SLURM's USR2."""
+def _final_signalled(sandbox: dict, env: dict, at: str) -> subprocess.Popen:
+    """Start final.sh with the stub interpreter; SLURM's USR2 reaches the shell either as the job
+    starts (`start`: its venv's activate script, sourced before Python starts, sends it, so the
+    moment is fixed) or once the stub runs (`running`: it prints its JSON line first)."""
+    if at == "start":
+        venv = sandbox["tmp"] / "venv"
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "activate").write_text("kill -USR2 $$\n")
+        env = {**env, "GRIDTUNE_VENV": str(venv)}
     proc = subprocess.Popen(["bash", str(FINAL), str(sandbox["submit"])], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = ""
-    while not first.startswith("{"):
-        first = proc.stdout.readline()
-        if not first:
-            proc.kill()
-            raise AssertionError("final.sh ended before starting the stub")
-    proc.send_signal(signal.SIGUSR2)
+    if at == "running":
+        line = ""
+        while not line.startswith("{"):
+            line = proc.stdout.readline()
+            if not line:
+                proc.kill()
+                raise AssertionError(f"final.sh ended before starting the stub: {proc.stderr.read()}")
+        proc.send_signal(signal.SIGUSR2)
     return proc
 
 
-def test_final_requeues_itself_on_usr2(sandbox: dict) -> None:
+@pytest.mark.parametrize("at", ["start", "running"])
+def test_final_requeues_itself_on_usr2(sandbox: dict, at: str) -> None:
     """USR2 (sent by SLURM 120 s before the time limit) -> `scontrol requeue <job>`."""
     tmp = sandbox["tmp"]
     bin_dir = tmp / "bin"
@@ -215,7 +223,7 @@ def test_final_requeues_itself_on_usr2(sandbox: dict) -> None:
     scontrol.chmod(0o755)
     env = {**sandbox["env"], "PATH": f"{bin_dir}:{os.environ['PATH']}",
            "SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "0", "STUB_WAIT_FOR": str(stop)}
-    proc = _final_signalled(sandbox, env)
+    proc = _final_signalled(sandbox, env, at)
     try:
         out, err = proc.communicate(timeout=20)
     finally:
@@ -225,12 +233,13 @@ def test_final_requeues_itself_on_usr2(sandbox: dict) -> None:
     assert "requeueing job 4242" in out
 
 
-def test_final_stops_requeueing_after_the_limit(sandbox: dict) -> None:
+@pytest.mark.parametrize("at", ["start", "running"])
+def test_final_stops_requeueing_after_the_limit(sandbox: dict, at: str) -> None:
     tmp = sandbox["tmp"]
     stop = tmp / "stop"
     env = {**sandbox["env"], "SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "3",
            "GRIDTUNE_MAX_REQUEUES": "3", "STUB_WAIT_FOR": str(stop)}
-    proc = _final_signalled(sandbox, env)
+    proc = _final_signalled(sandbox, env, at)
     try:
         deadline = time.monotonic() + 10
         lines = []
@@ -244,7 +253,7 @@ def test_final_stops_requeueing_after_the_limit(sandbox: dict) -> None:
     finally:
         proc.kill()
     assert any("not requeueing" in ln for ln in lines), lines
-    assert proc.returncode == 0
+    assert proc.returncode == 0, f"final.sh exited {proc.returncode}: " + "".join(lines)
 
 
 # --- slurm_local.sh (no root or cluster needed) ---------------------------------------

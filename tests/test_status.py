@@ -275,3 +275,116 @@ def test_a_long_error_keeps_its_cause(tmp_path):
     assert len(detail) == 160
     assert detail.startswith("gridtune.audio.BadAudio: /scratch/deep/")
     assert detail.endswith("/[cel][cla]0999__1.wav: not readable as audio") and "…" in detail
+
+
+# ---- --watch ----------------------------------------------------------------------------------
+
+class Screen:
+    """A stdout that says whether it is a terminal, keeping what was written."""
+
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def _finished(tmp_path: Path, epochs=None) -> Path:
+    """Two trials: one ok after 10 epochs, one failed after 3; `epochs` goes into the manifest."""
+    sweep = tmp_path / "done"
+    records.write_json(sweep / records.MANIFEST, {
+        "sweep": "two", "objective": "val/acc", "objective_mode": "max",
+        "trials": [{"trial_id": t, "overrides": [f"lr={lr}", "seed=0"], "params": {"lr": lr},
+                    **({"epochs": epochs} if epochs else {})} for t, lr in (("a", 1), ("b", 2))]})
+    records.write_json(sweep / "a" / records.RESULT, _result("a", "ok"))
+    records.write_history(sweep / "a" / records.HISTORY, _history(10))
+    records.write_json(sweep / "b" / records.RESULT, _result("b", "failed", error="boom"))
+    records.write_history(sweep / "b" / records.HISTORY, _history(3))
+    return sweep
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_watch_redraws_on_a_terminal_and_appends_blocks_elsewhere(tmp_path, tty):
+    screen = Screen(tty)
+    assert status.watch(_finished(tmp_path), 0.01, screen) == 1          # ended: one trial failed
+    assert screen.text.startswith("\x1b[H\x1b[2J") if tty else "\x1b" not in screen.text
+    lines = screen.text.replace("\x1b[H\x1b[2J", "").splitlines()
+    assert "2 trials: 1 ok, 1 failed" in lines
+    assert "[##############################] 100%  13/13 epochs, 2/2 trials final" in lines
+    assert any(ln.startswith("best: a  val/acc=0.8125") and ln.endswith("(lr=1)") for ln in lines), lines
+    assert any(ln.split()[:4] == ["b", "failed", "epoch", "3/3"] for ln in lines), lines
+
+
+def test_watch_bar_counts_planned_epochs_of_unfinished_trials(tmp_path):
+    sweep = _finished(tmp_path, epochs=10)
+    records.write_json(sweep / records.MANIFEST, {**records.read_json(sweep / records.MANIFEST), "trials": [
+        *records.read_json(sweep / records.MANIFEST)["trials"],
+        {"trial_id": "c", "overrides": ["lr=3", "seed=0"], "params": {"lr": 3}, "epochs": 10}]})
+    records.write_history(sweep / "c" / records.HISTORY, _history(4))      # interrupted after 4 of 10
+    read = status.sweepdir.read_sweep(sweep)
+    block = status.watch_block(read, [status.trial_state(t) for t in read.trials])
+    assert "[######################--------]  73%  17/23 epochs, 2/3 trials final" in block.splitlines()
+    assert "  c  interrupted  epoch 4/10" in block
+
+
+def test_watch_bar_counts_trials_when_planned_epochs_are_unknown(sweep):
+    read = status.sweepdir.read_sweep(sweep)
+    block = status.watch_block(read, [status.trial_state(t) for t in read.trials]).splitlines()
+    # final: ok, diverged, oom, failed, torn; epochs: t-ok's 10, t-running's 3, t-pending's 4
+    assert block[1] == ("[################--------------]  55%  5/9 trials final, 17 epochs done "
+                        "(planned epochs unknown)")
+    assert block[3] == "best: t-ok  val/acc=0.8125  best epoch 7/10  5m12s  (optim.lr=0)"
+    listed = [ln.split()[:2] for ln in block[4:]]     # under way or to rerun; not ok, diverged, pending
+    assert listed == [["t-oom", "oom"], ["t-failed", "failed"], ["t-torn", "torn"], ["t-running", "running"],
+                      ["t-pending", "interrupted"]]
+
+
+def test_watch_refuses_json_and_a_bad_interval(sweep, capsys):
+    assert status.main([str(sweep), "--watch", "--json"]) == 2
+    assert status.main([str(sweep), "--watch", "--interval", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["gridtune-status: --watch prints blocks; it does not combine with --json",
+                   "gridtune-status: --interval=0.0: must be > 0 seconds"]
+
+
+@pytest.mark.slow
+def test_watch_follows_a_running_local_sweep_to_its_end(demo_root, tmp_path):
+    """`status --watch` on a sweep under way: it shows the sweep in progress, then ends by itself
+    after the last trial, its last block counting what a plain status call counts."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    sweep = tmp_path / "watched"
+    with open(tmp_path / "driver.log", "wb") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "gridtune.sweep", "-m", "preset=debug", "train.epochs=3", "lr=1e-3,5e-4,1e-4",
+             "sweep_name=watched", f"data.root={demo_root}", f"out_root={tmp_path}"],
+            cwd=SRC.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not (sweep / records.MANIFEST).exists():          # the driver's own progress
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "no manifest after 300 s"
+            time.sleep(0.05)
+        w = subprocess.run([sys.executable, "-m", "gridtune.status", str(sweep), "--watch", "--interval", "0.2"],
+                           cwd=SRC.parent, env=env, capture_output=True, text=True, timeout=600)
+        results = sorted(p.parent.name for p in sweep.glob("*/result.json"))   # when the watch ended
+        assert driver.wait(timeout=120) == 0, (tmp_path / "driver.log").read_text()[-2000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert w.returncode == 0 and "\x1b" not in w.stdout, w.stdout[-2000:] + w.stderr
+    blocks = [b.splitlines() for b in w.stdout.strip().split("\n\n")]
+    counts = [next(ln for ln in b if ln.startswith("3 trials: ")) for b in blocks]
+    assert any("3 ok" not in c for c in counts), counts                  # seen under way
+    assert any(ln.endswith("/9 epochs, 0/3 trials final") or "running" in ln for b in blocks[:-1] for ln in b)
+    assert len(results) == 3                                            # it ended after the last trial
+    plain = subprocess.run([sys.executable, "-m", "gridtune.status", str(sweep), "--no-slurm"], cwd=SRC.parent,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and counts[-1] == "3 trials: 3 ok" and counts[-1] in plain.stdout.splitlines()
+    assert "[##############################] 100%  9/9 epochs, 3/3 trials final" in blocks[-1]

@@ -10,7 +10,8 @@ import pytest
 
 from gridtune import records
 
-GRID = ("-m", "preset=debug", "train.epochs=2", "device=cpu", "train.amp=off", "train.threads=1",
+# the same kernels in both sweeps (see tests/test_fused.py)
+GRID = ("-m", "preset=debug", "train.epochs=2", "device=cpu", "train.amp=off", "train.threads=1", "train.onednn=false",
         "lr=1e-3,5e-4", "dropout=0.3,0.5")
 
 

@@ -1,11 +1,12 @@
 """Build-checking: every part of a trial built once on torch's meta device, before anything runs.
 
 `check_builds(cfg)` builds the front end, augmentation, model, optimizer and schedule exactly as a
-trial will (on the meta device, so nothing is allocated), so that the builders' own checks (an even
-kernel size, nesterov without momentum, a knob that does not apply to the chosen optimizer) reject
-a grid before launch instead of failing inside its trials. Results are memoized per distinct
-config of those parts. This module owns the torch import of the validation path; the validation
-path imports it lazily.
+trial will (on the meta device, so nothing is allocated). The builders' own rules (an even kernel
+size, nesterov without momentum, a knob that does not apply to the chosen optimizer) are
+gridtune.builder_rules, which gridtune.checks runs without torch too, so planning refuses the same;
+building them here is the driver's proof that the parts really build. Results are memoized per
+distinct config of those parts. This module owns the torch import of the validation path; the
+validation path imports it lazily.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import json
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .frontend import Features, build_augment, input_shape
+from .builder_rules import shape_of
+from .frontend import Features, build_augment
 from .model import build_model
 from .optim import build_optimizer, build_scheduler
 
@@ -34,11 +36,11 @@ def check_builds(cfg: DictConfig) -> list[str]:
 
 def _try_build(cfg: DictConfig) -> str | None:
     try:
-        n_samples = int(round(cfg.data.sample_rate * cfg.data.clip_seconds))
         Features(cfg.features, int(cfg.data.sample_rate))
         build_augment(cfg.augment)
+        n_classes, shape = shape_of(cfg)
         with torch.device("meta"):
-            model = build_model(cfg.model, len(cfg.data.classes or [0, 1]), input_shape(cfg.features, n_samples))
+            model = build_model(cfg.model, n_classes, shape)
         optimizer = build_optimizer(model, cfg.optim)
         build_scheduler(optimizer, cfg.sched, epochs=int(cfg.train.epochs), steps_per_epoch=10,
                         objective_mode=str(cfg.objective_mode))

@@ -3,8 +3,9 @@
 Hydra and the schemas (gridtune.schema) already refuse wrong types and unknown keys while the
 config is composed; `validate(cfg)` checks what a type cannot say: ranges, names of options,
 fields that must agree, and SLURM fields that end up in an sbatch script. Each problem reads
-"key=value: why". The builders' own checks (a kernel size, nesterov without momentum...) run in
-gridtune.builds; the validation path (gridtune.validation) runs both. Only omegaconf is imported.
+"key=value: why". When those pass, the part builders' own rules follow (an even kernel size,
+nesterov without momentum...: gridtune.builder_rules, the rules the builders enforce), so a check
+that building the parts would make is made here too, without torch. Only omegaconf is imported.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import schema
+from . import builder_rules, schema
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP = ("auto", "bf16", "fp16", "off")
@@ -95,13 +96,16 @@ def validate(cfg: DictConfig) -> list[str]:
     check("launcher.trials_per_job", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     check("launcher.fuse", _one_of(("auto", "on", "off")), "must be auto|on|off")
     check("launcher.fuse_max", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+    for key in ("launcher.max_array_size", "launcher.max_submit_jobs"):
+        check(key, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+              "must be null (ask the scheduler) or an integer >= 1")
     check("final.train_on", _one_of(FINAL_TRAIN_ON), f"must be {'|'.join(FINAL_TRAIN_ON)}")
     check("final.epochs", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     check("final.test", _one_of(FINAL_TESTS), f"must be {'|'.join(FINAL_TESTS)}")
     check("final.window_hop", lambda v: real(v) and 0 < v <= 1, "must be in (0, 1], a fraction of a window")
     problems.extend(lr_find_options(cfg)[1])
     problems.extend(slurm_fields(cfg))
-    return problems
+    return problems or builder_rules.composed(cfg)     # the part builders' own rules, on sound values
 
 
 def lr_find_options(cfg: DictConfig) -> tuple[dict, list[str]]:

@@ -6,10 +6,15 @@ name, CPUs, memory in MB, GPUs (counted from the gres string: `gpu:2`, `gpu:a100
 `gpu:1,mps:100`, `(null)`), the partition's time limit in minutes (None: unlimited) and its
 availability. `fit(request, partition, nodes)` says, one line per problem, where a request of
 submitit's launcher fields (cpus_per_task, mem_gb, gpus_per_node, timeout_min, ...) cannot run.
-Standard library only.
+
+What one user may submit: `max_array_size()` (`scontrol show config`), `max_submit_jobs()` (the
+user's associations, `sacctmgr`) and `queued_jobs()` (the user's jobs now, one per array task,
+`squeue -r`). `run(cmd)` is the one way gridtune runs a SLURM command (also for gridtune.slurm_view):
+no shell, a timeout, None when the command is missing or fails. Standard library only.
 """
 from __future__ import annotations
 
+import getpass
 import re
 import shutil
 import subprocess
@@ -74,15 +79,56 @@ def parse(text: str) -> list[Node]:
     return nodes
 
 
-def query(timeout: float = 20) -> list[Node] | None:
-    """The cluster's nodes, or None when there is no `sinfo` or it does not answer."""
-    if not shutil.which("sinfo"):
+def run(cmd: list[str], timeout: float = 10) -> list[str] | None:
+    """A SLURM command's output lines, or None when it is missing, times out or exits non-zero."""
+    if shutil.which(cmd[0]) is None:
         return None
     try:
-        r = subprocess.run(["sinfo", "-h", "-N", "-o", FORMAT], capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return None
-    return parse(r.stdout) if r.returncode == 0 else None
+    return r.stdout.splitlines() if r.returncode == 0 else None
+
+
+def query(timeout: float = 20) -> list[Node] | None:
+    """The cluster's nodes, or None when there is no `sinfo` or it does not answer."""
+    lines = run(["sinfo", "-h", "-N", "-o", FORMAT], timeout)
+    return None if lines is None else parse("\n".join(lines))
+
+
+def config_value(lines: list[str], key: str) -> str | None:
+    """One setting from `scontrol show config` output ("Key = value" lines)."""
+    for line in lines:
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == key:
+            return value.strip()
+    return None
+
+
+def max_array_size() -> int | None:
+    """The cluster's MaxArraySize: an array's task ids must stay below it. None when unknown."""
+    value = config_value(run(["scontrol", "show", "config"]) or [], "MaxArraySize")
+    return int(value) if value and value.isdigit() else None
+
+
+def min_limit(lines: list[str]) -> int | None:
+    """The smallest number among `sacctmgr -nP` rows of one field (blank: no limit set there)."""
+    values = [int(v) for v in (line.strip() for line in lines) if v.isdigit()]
+    return min(values) if values else None
+
+
+def max_submit_jobs(user: str | None = None) -> int | None:
+    """The smallest MaxSubmitJobs of the user's associations (pending + running jobs, each array
+    task counted); None when sacctmgr does not answer or no association sets one."""
+    user = user or getpass.getuser()
+    return min_limit(run(["sacctmgr", "-nP", "show", "assoc", "where", f"user={user}",
+                          "format=MaxSubmitJobs"]) or [])
+
+
+def queued_jobs() -> list[str] | None:
+    """The user's pending and running jobs, one id per array task (123_4); None when squeue fails."""
+    lines = run(["squeue", "--me", "-h", "-r", "-t", "PENDING,RUNNING,SUSPENDED,CONFIGURING", "-o", "%i"])
+    return None if lines is None else [line.strip() for line in lines if line.strip()]
 
 
 def _gb(mb: int) -> str:

@@ -16,12 +16,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from . import schema   # noqa: F401  (stores the config schemas in Hydra's ConfigStore)
+from .knobs import NOT_IDENTITY
 
-# Top-level keys that do not change what a trial computes.
-NON_SEMANTIC_TOP = ("hydra", "launcher", "tracking", "final", "out_root", "sweep_name", "device", "lr_find")
-# Keys inside groups that are locations or resource hints, not experiment settings.
-NON_SEMANTIC_NESTED = {"data": ("root", "cache_dir", "resident", "resident_max_gb"),
-                       "train": ("threads", "compile", "cudnn_benchmark", "oom_retry", "stop_after_epoch")}
+# Top-level keys that do not change what a trial computes, and keys inside groups that do not: from
+# the one declaration of the keys that are not part of a trial's identity (gridtune.knobs.NOT_IDENTITY).
+NON_SEMANTIC_TOP = tuple(k for k in NOT_IDENTITY if "." not in k)
+NON_SEMANTIC_NESTED = {g: tuple(k.split(".", 1)[1] for k in NOT_IDENTITY if k.startswith(g + "."))
+                       for g in dict.fromkeys(k.split(".")[0] for k in NOT_IDENTITY if "." in k)
+                       if g not in NON_SEMANTIC_TOP}
 
 
 class ConfigError(ValueError):

@@ -16,10 +16,10 @@ import torch
 
 from . import data as data_mod
 from . import claims, frontend, metrics, records
-from .loop import predict, resolve_amp, train_epoch
+from .loop import precision, predict, train_epoch
 from .model import build_model
 from .optim import build_optimizer, build_scheduler
-from .runtime import load_torch, save_torch, set_threads
+from .runtime import load_torch, save_torch, set_cpu
 
 
 def pick_device(name: str) -> torch.device:
@@ -45,10 +45,12 @@ class TrialRun:
         each epoch; `epochs` overrides train.epochs (the final run's final.epochs). `shared`: a run on the
         same data, features and seed whose data, front end and batch-order generator this one reuses
         (the members of a fused group); only the model, optimizer, schedule and records are its own."""
-        set_threads(cfg)
+        set_cpu(cfg)
         self.cfg, self.out, self.batch_size, self.tracker = cfg, Path(out_dir), batch_size, tracker
         self.device = pick_device(cfg.device)
         self.epochs = int(epochs or cfg.train.epochs)
+        self._group = shared._group if shared is not None else [0]    # runs on this data: a fused group's
+        self._group[0] += 1
         if shared is not None:
             for key in SHARED:
                 setattr(self, key, getattr(shared, key))
@@ -81,14 +83,13 @@ class TrialRun:
             self._build_front_end(n_samples)
         shape = frontend.input_shape(cfg.features, n_samples) if cfg.features.name != "image" else tuple(self.data.x.shape[1:])
         self.model = build_model(cfg.model, len(self.classes), shape).to(dev)
-        self.channels_last = _auto(cfg.train.channels_last, True)   # measured faster on CUDA and CPU alike
+        self.amp_dtype, use_scaler, self.channels_last = precision(cfg.train, dev)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         steps = max(len(self.train_idx) // self.batch_size, 1)
         self.scheduler = build_scheduler(self.optimizer, cfg.sched, epochs=self.epochs,
                                          steps_per_epoch=steps, objective_mode=cfg.objective_mode)
-        self.amp_dtype, use_scaler = resolve_amp(cfg.train.amp, dev)
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         w = data_mod.class_weights(self.prepared.labels[self.train_idx], len(self.classes))
         self.class_weights = (torch.tensor(w, dtype=torch.float32, device=dev)
@@ -231,16 +232,26 @@ class TrialRun:
         """Stopped by train.stop_after_epoch before train.epochs (not by early stopping)."""
         return self.epoch < self.epochs and not self.stopped_early
 
+    def trained(self) -> dict:
+        """How this run trained (result.json's `trained`): fused, and with how many runs (the members
+        built on one shared run's data: a fused group), trials per job, device, and the precision of
+        its forward pass (the autocast dtype, float32 without)."""
+        return {"fused": self._group[0] > 1, "group_size": self._group[0],
+                "trials_per_job": int(self.cfg.get("launcher", {}).get("trials_per_job", 1)),
+                "device": str(self.device),
+                "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32"}
+
     def summary(self) -> dict:
         """The result.json fields this run knows (also after a divergence: the best epoch so far)."""
-        best = self.best
+        best, trained = self.best, self.trained()
         sps = [h["train/samples_per_s"] for h in self.history]
         out = {"metrics": best["metrics"], "best_epoch": best["epoch"], "epochs_run": self.epoch,
+               "n_val_clips": int(len(self.val_idx)),      # what a val metric is measured on (halving's noise)
                "stopped_early": self.stopped_early, "stopped_epoch": self.epoch if self.stopped_early else None,
                "train_samples_per_s": float(np.mean(sps)) if sps else None,
                "cache_hash": self.prepared.entry.key, "skipped_files": self.prepared.skipped,
-               "n_skipped_files": len(self.prepared.skipped), "device": str(self.device),
-               "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"}
+               "n_skipped_files": len(self.prepared.skipped), "trained": trained, "device": trained["device"],
+               "amp": "off" if trained["precision"] == "float32" else trained["precision"]}
         if best["extra"]:
             out.update(best["extra"])
         if self.tracker is not None and best["metrics"]:

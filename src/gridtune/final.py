@@ -71,12 +71,12 @@ def read_best(sweep_dir: Path) -> dict:
 
 
 def single_run_overrides(overrides: list[str]) -> list[str]:
-    """A trial's overrides minus what only a multirun means: hydra settings, the job's chunk and a
-    halving rung's stop epoch."""
+    """A trial's overrides minus what only a multirun means: hydra settings and what the sweep driver
+    set for one launch (gridtune.knobs.DRIVER_SET: the job's chunk, a halving rung's stop epoch...)."""
+    from .knobs import DRIVER_SET
     from .overrides import parse_all
-    multirun_only = ("hydra", "launcher.chunk", "train.stop_after_epoch")
-    return [o.input_line for o in parse_all(overrides)
-            if not o.is_hydra_override() and o.key_or_group not in multirun_only and not o.is_delete()]
+    return [o.input_line for o in parse_all(overrides) if not o.is_hydra_override() and not o.is_delete()
+            and o.key_or_group not in ("hydra", *DRIVER_SET)]
 
 
 def compose(best_overrides: list[str], user: list[str]):

@@ -11,13 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import schema
+from . import builder_rules, schema
+from .builder_rules import input_shape  # noqa: F401  ((n_mels, frames) of a clip: the rules need it too)
 
 
 class Features(nn.Module):
     def __init__(self, cfg, sample_rate: int):
         super().__init__()
         self.kind = cfg.name
+        if self.kind in ("logmel", "image"):
+            builder_rules.raise_first(builder_rules.features(cfg, sample_rate))
         if self.kind == "logmel":
             import torchaudio
             self.mel = torchaudio.transforms.MelSpectrogram(
@@ -69,6 +72,7 @@ class Normalized(nn.Module):
 class SpecAugment(nn.Module):
     def __init__(self, cfg):
         super().__init__()
+        builder_rules.raise_first(builder_rules.augment(cfg))
         import torchaudio
         self.freq = torchaudio.transforms.FrequencyMasking(int(cfg.freq_mask_param), iid_masks=True)
         self.time = torchaudio.transforms.TimeMasking(int(cfg.time_mask_param), iid_masks=True)
@@ -91,9 +95,3 @@ def build_augment(cfg) -> nn.Module:
         return SpecAugment(cfg)
     raise ValueError(f"augment.name={cfg.name!r}: must be {'|'.join(schema.AUGMENTS)}")
 
-
-def input_shape(cfg_features, n_samples: int) -> tuple[int, int]:
-    """(n_mels, frames) a clip of n_samples becomes; the flatten head sizes its Linear from it."""
-    if cfg_features.name == "image":
-        return int(cfg_features.n_mels), int(cfg_features.frames)
-    return int(cfg_features.n_mels), 1 + n_samples // int(cfg_features.hop_length)

@@ -3,12 +3,14 @@
 Trials fuse when their configs differ only in *fusable* knobs, the ones a fused group can hold per
 model: the learning rates, dropout, the `l2` penalty, the optimizer's weight decay and momentum, and
 the parameters of a schedule of the same type. Everything else (model, features, augment, batch
-size, epochs, optimizer or schedule type, seed, data, device, ...) must be equal. Dropout 0 and
-dropout > 0 do not fuse (a rate of 0 draws no random numbers, so the shared draws would differ).
+size, epochs, optimizer or schedule type, seed, data, device, ...) must be equal. A model dropout
+(`model.dropout`, the rate the model is built with) of 0 and one > 0 do not fuse (a rate of 0 draws
+no random numbers, so the shared draws would differ).
 
 `launcher.fuse`: on | off | auto (on where the job's device is CUDA, the only place
 `scripts/bench.py --sections g` measured it faster); `launcher.fuse_max` caps a group's size, and a
-larger group is split into near-equal parts. Only omegaconf is imported at module level.
+larger group is split into near-equal parts; their defaults are the schema's (gridtune.schema.LauncherConf).
+Only omegaconf and gridtune's config modules are imported at module level.
 """
 from __future__ import annotations
 
@@ -17,8 +19,11 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
+from .knobs import not_identity
+from .schema import LauncherConf
+
 # Keys that never change what a job computes together (where it writes, how it is launched/tracked).
-IGNORED_TOP = ("hydra", "launcher", "tracking", "final", "out_root", "sweep_name")
+IGNORED_TOP = tuple(k for k in not_identity("output") if "." not in k)
 FUSABLE_TOP = ("lr", "lr_conv", "lr_head", "dropout", "l2")
 FUSABLE_NESTED = {"optim": ("lr_conv", "lr_head", "weight_decay", "momentum"), "model": ("dropout",)}
 MODES = ("auto", "on", "off")
@@ -35,7 +40,7 @@ def fuse_key(cfg) -> str:
             rest[group] = {k: v for k, v in rest[group].items() if k not in keys}
     if isinstance(rest.get("sched"), dict):
         rest["sched"] = {"name": rest["sched"].get("name")}
-    rest["dropout>0"] = float(raw.get("dropout") or 0) > 0
+    rest["dropout>0"] = float((raw.get("model") or {}).get("dropout") or 0) > 0   # the rate the model uses
     return json.dumps(rest, sort_keys=True, default=str)
 
 
@@ -64,11 +69,11 @@ def groups(cfgs: Sequence[Any], fuse_max: int) -> list[list[int]]:
 
 def mode(cfg) -> tuple[str, int]:
     """(launcher.fuse, launcher.fuse_max) of a config, checked; a bad value is a one-line ValueError."""
-    fuse = OmegaConf.select(cfg, "launcher.fuse", default="off")
+    fuse = OmegaConf.select(cfg, "launcher.fuse", default=LauncherConf.fuse)
     fuse = {True: "on", False: "off"}.get(fuse, fuse)
     if fuse not in MODES:
         raise ValueError(f"launcher.fuse={fuse!r} is not valid; expected one of: {', '.join(MODES)}")
-    cap = OmegaConf.select(cfg, "launcher.fuse_max", default=18)
+    cap = OmegaConf.select(cfg, "launcher.fuse_max", default=LauncherConf.fuse_max)
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         raise ValueError(f"launcher.fuse_max={cap!r} is not valid; expected an int >= 1")
     return str(fuse), cap

@@ -3,48 +3,67 @@
 Nothing here keeps a list of knobs by hand. A trial's `params` (in result.json and the manifest)
 are a small default set plus every key of its own overrides; the leaderboard's columns, the
 plots' axes and best.yaml use the keys whose values differ across the sweep's trials (`axes`).
-The learning rate reaches the optimizer as `lr` -> `lr_conv` / `lr_head` -> `optim.lr_conv` /
-`optim.lr_head`; `group_lrs` and `set_apart` are the one place that follows that chain, so a
-row shows the rate each parameter group actually used. omegaconf is imported only by the
-functions that take a composed config; the rest is standard library (the reducer uses it).
+Overrides are read with Hydra's grammar (gridtune.overrides, imported on first use), as the sweep
+read them. `NOT_IDENTITY` declares the keys that are not part of a trial's identity; they are never
+axes, resource hints aside, which stay in `params` as typed. The learning rate reaches the optimizer as `lr` ->
+`lr_conv` / `lr_head` -> `optim.lr_conv` / `optim.lr_head`; `group_lrs` and `set_apart` are the one
+place that follows that chain, so a row shows the rate each parameter group actually used. Only the
+standard library at import (the reducer uses it); omegaconf and Hydra inside the functions that need them.
 """
 from __future__ import annotations
 
 import json
 import math
 
+# Every key that is not part of a trial's identity, and why: the one declaration. Trial ids
+# (gridtune.config.NON_SEMANTIC_*), fusion (gridtune.fusion), the grid's axes (below) and what a
+# trial records of its overrides (gridtune.trial, gridtune.final) derive their lists from it.
+#   output - where a trial writes, how it is launched, tracked and followed up
+#   place  - where the data lies, which device runs it: trials of one fused group must agree on it
+#   hint   - a resource or speed setting that changes no result
+#   driver - set by the sweep driver for one launch: a halving rung's stop epoch, the job's other
+#            trials, the cache key of the data the driver indexed; never a recorded override
+NOT_IDENTITY = {
+    "hydra": "output", "launcher": "output", "tracking": "output", "final": "output", "lr_find": "output",
+    "out_root": "output", "sweep_name": "output",
+    "device": "place", "data.root": "place", "data.cache_dir": "place",
+    "data.resident": "hint", "data.resident_max_gb": "hint", "train.threads": "hint", "train.compile": "hint",
+    "train.cudnn_benchmark": "hint", "train.onednn": "hint", "train.oom_retry": "hint",
+    "train.stop_after_epoch": "driver", "launcher.chunk": "driver", "data.cache_key": "driver",
+}
+
+
+def not_identity(*kinds: str) -> tuple[str, ...]:
+    """The non-identity keys of these kinds (all of them without kinds), in declaration order."""
+    return tuple(k for k, why in NOT_IDENTITY.items() if not kinds or why in kinds)
+
+
+DRIVER_SET = not_identity("driver")
 DEFAULT = ("dropout", "lr", "l2")                   # always shown, as in the report's table
 GROUP_LRS = (("conv", "lr_conv"), ("head", "lr_head"))   # parameter group -> its LR knob
 RECORDED = (*DEFAULT, "seed", *(k for _, k in GROUP_LRS), "batch_size")   # in every trial's params
 # Where things run and are written, not what a trial computes: never an axis.
-NOT_AXES = ("hydra", "launcher", "tracking", "final", "out_root", "sweep_name", "device", "data.root",
-            "data.cache_dir")
+NOT_AXES = not_identity("output", "place", "driver")
 TITLES = {"dropout": "Dropout", "lr": "LR", "l2": "L2", "lr_conv": "LR conv", "lr_head": "LR head",
           "batch_size": "Batch", "epochs": "Max epochs", "weight_decay": "Weight decay"}
 
 
-def split_override(override: str) -> tuple[str, str | None]:
-    """("optim.momentum", "0.9") from "+optim.momentum=0.9"; (key, None) for a deletion or a bare key."""
-    key, sep, value = str(override).lstrip("+~").partition("=")
-    return key.strip(), (value.strip() if sep else None)
+def item(override: str) -> tuple[str | None, object]:
+    """(key, value) of a recorded override, read as the sweep read it (gridtune.overrides); (None,
+    None) for one Hydra's grammar does not accept (a hand-edited record), which then names no knob."""
+    from . import overrides as ov        # Hydra's parser: imported when a record is read, not with the reducer
+    try:
+        return ov.item(override)
+    except ov.OverrideError:
+        return None, None
 
 
-def is_axis_key(key: str) -> bool:
+def key_of(override: str) -> str | None:
+    return item(override)[0]
+
+
+def is_axis_key(key: str | None) -> bool:
     return bool(key) and not any(key == p or key.startswith((p + ".", p + "/")) for p in NOT_AXES)
-
-
-def parse_value(text: str | None):
-    """An override's value as Hydra would type it, for records that carry no params."""
-    if text is None or text.lower() in ("null", "none", ""):
-        return None
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip("'\"")
 
 
 def value(params: dict, overrides: list, key: str):
@@ -53,14 +72,14 @@ def value(params: dict, overrides: list, key: str):
         return params[key]
     found = None
     for o in overrides or []:
-        k, v = split_override(o)
+        k, v = item(o)
         if k == key:
-            found = parse_value(v)
+            found = v
     return found
 
 
 def known(params: dict, overrides: list, key: str) -> bool:
-    return key in params or any(split_override(o)[0] == key for o in overrides or [])
+    return key in params or any(key_of(o) == key for o in overrides or [])
 
 
 def _hashable(v) -> str:
@@ -73,7 +92,7 @@ def axes(trials) -> list[str]:
     order: list[str] = []
     for t in trials:
         for o in t.overrides or []:
-            k = split_override(o)[0]
+            k = key_of(o)
             if is_axis_key(k) and k not in order:
                 order.append(k)
     order += [k for k in RECORDED if k not in order]
@@ -139,7 +158,7 @@ def params_of(cfg, overrides=(), batch_size: int | None = None) -> dict:
     params = {"dropout": cfg.dropout, "lr": cfg.lr, "l2": cfg.l2, "seed": cfg.seed,
               **{key: lrs[group] for group, key in GROUP_LRS}, "batch_size": batch_size or cfg.train.batch_size}
     for o in overrides or []:
-        key, text = split_override(o)
+        key, text = item(o)
         if not is_axis_key(key) or key in params:
             continue
         node = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)

@@ -5,10 +5,13 @@ each rung it launches the members that have not reached the rung epoch yet, with
 `train.stop_after_epoch` set to it (a non-semantic knob: the trial id, directory and checkpoint
 are those of the full grid, and the trial's schedule is still that of `train.epochs`), so a
 promoted trial resumes from its checkpoint. Trials that stop at a rung epoch record status
-`paused` (not final). Once every member of a rung is settled, the rung's decision is computed from
-the records (`gridtune.halving.decide`), the ladder file is rewritten, and the trials that do not
-go on get status `stopped` with their reason and best metrics so far (a trial already final, ok
-or diverged, keeps its record). The last rung runs the survivors to `train.epochs` (status `ok`).
+`paused` (not final). A member is settled at a rung when its record reaches the rung epoch (or is
+final) and was trained on the data as the driver indexed it (its cache key); a record of other data
+trains again from epoch 1. Records are read and rewritten through gridtune.sweepdir. Once every
+member of a rung is settled, the rung's decision is computed from the records
+(`gridtune.halving.decide`), the ladder file is rewritten, and the trials that do not go on get
+status `stopped` with their reason and best metrics so far (a trial already final, ok or
+diverged, keeps its record). The last rung runs the survivors to `train.epochs` (status `ok`).
 
 A rung with a trial that failed or went missing is not decided: the driver says so and stops, and
 the same command run again retries those trials and continues. A killed driver rerun with the same
@@ -22,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from gridtune import halving, records
+from gridtune import halving, records, sweepdir
 from gridtune.config import semantic_config
 
 
@@ -33,17 +36,10 @@ def config_key(cfg) -> str:
     return hashlib.sha1(json.dumps(sem, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _record(trial_dir: Path, tid: str) -> dict | None:
-    try:
-        rec = records.read_json(trial_dir / records.RESULT)
-    except (FileNotFoundError, records.TornRecord):
-        return None
-    return rec if isinstance(rec, dict) and rec.get("trial_id") == tid else None
-
-
-def settled(rec: dict | None, epoch: int) -> bool:
-    """Whether a trial needs no more training for a rung at `epoch`: final, or recorded that far."""
-    if rec is None:
+def settled(rec: dict | None, epoch: int, cache_key: str | None = None) -> bool:
+    """Whether a trial needs no more training for a rung at `epoch`: trained on the data whose cache
+    key is `cache_key` (gridtune.sweepdir.same_data), and final or recorded that far."""
+    if rec is None or not sweepdir.same_data(rec, cache_key):
         return False
     if rec.get("status") in records.FINAL_STATUSES:
         return True
@@ -55,13 +51,13 @@ def _mark_stopped(sweep_dir: Path, decision: dict, rung: int, epoch: int) -> Non
         if g["promoted"]:
             continue
         for tid in g["trial_ids"]:
-            rec = _record(sweep_dir / tid, tid)
+            rec = sweepdir.trial_record(sweep_dir / tid, tid)
             if rec is None or rec.get("status") in records.FINAL_STATUSES:
                 continue                   # a final record (diverged, or ok from a full run) stays as it is
             rec.update(status="stopped", stop_reason=halving.stop_reason(rung, g["rank"], decision["n"]),
                        halving={"rung": rung, "epoch": epoch, "value": g["value"], "rank": g["rank"],
                                 "of": decision["n"]})
-            records.write_json(sweep_dir / tid / records.RESULT, rec)
+            sweepdir.write_record(sweep_dir / tid, rec)
 
 
 def run_ladder(spec: halving.Spec, trials: list[dict], sweep_dir: Path, objective: str, mode: str,
@@ -69,17 +65,22 @@ def run_ladder(spec: halving.Spec, trials: list[dict], sweep_dir: Path, objectiv
     """Run the ladder; `trials` are the sweeper's {trial_id, overrides, cfg}; `launch(todo, stop_after)`
     runs trials to `stop_after` epochs (None: to train.epochs). Returns (job returns, complete)."""
     keys = {t["trial_id"]: config_key(t["cfg"]) for t in trials}
+    data = {t["trial_id"]: t.get("cache_key") for t in trials}     # the data as the driver indexed it
+
+    def record(tid: str) -> dict | None:
+        return sweepdir.trial_record(sweep_dir / tid, tid)
+
     members, decisions, returns = list(trials), [], []
     for k, epoch in enumerate(spec.rungs):
         last = k == len(spec.rungs) - 1
-        todo = [t for t in members if not settled(_record(sweep_dir / t["trial_id"], t["trial_id"]), epoch)]
+        todo = [t for t in members if not settled(record(t["trial_id"]), epoch, data[t["trial_id"]])]
         n_configs = len({keys[t["trial_id"]] for t in members})
         print(f"gridtune: halving rung {k}/{len(spec.rungs) - 1}: {n_configs} config(s), {len(members)} trial(s) "
               f"to epoch {epoch}: {len(todo)} to run, {len(members) - len(todo)} already there", flush=True)
         if todo:
             returns += launch(todo, None if last else epoch)
-        recs = {t["trial_id"]: _record(sweep_dir / t["trial_id"], t["trial_id"]) for t in members}
-        open_ = sorted(tid for tid, rec in recs.items() if not settled(rec, epoch))
+        recs = {t["trial_id"]: record(t["trial_id"]) for t in members}
+        open_ = sorted(tid for tid, rec in recs.items() if not settled(rec, epoch, data[tid]))
         if open_:
             halving.write_ladder(sweep_dir, spec, objective, mode, decisions, done=False)
             states = [(recs[tid] or {}).get("status") or "missing" for tid in open_]
@@ -89,8 +90,7 @@ def run_ladder(spec: halving.Spec, trials: list[dict], sweep_dir: Path, objectiv
             return returns, False
         if last:
             break
-        values = {tid: halving.rung_value(records.read_history(sweep_dir / tid / records.HISTORY),
-                                          objective, mode, epoch) for tid in recs}
+        values = {tid: halving.rung_value(sweepdir.history(sweep_dir / tid), objective, mode, epoch) for tid in recs}
         decision = halving.decide({tid: keys[tid] for tid in recs}, values, spec.eta, mode)
         decisions.append({"rung": k, "epoch": epoch, **decision})
         halving.write_ladder(sweep_dir, spec, objective, mode, decisions, done=False)

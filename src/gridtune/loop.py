@@ -8,6 +8,7 @@ record it instead of training on garbage.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 import numpy as np
@@ -25,9 +26,20 @@ class Diverged(RuntimeError):
         self.epoch, self.reason = epoch, reason
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) under which it uses no bf16 instructions
+NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def cpu_has_bf16() -> bool:
     """Native bf16 matrix instructions (AVX512-BF16 or AMX): there bf16 autocast measured 1.9x faster
-    than fp32 for the default model (scripts/bench.py, section a); without them it is emulated."""
+    than fp32 for the default model (scripts/bench.py, section a); without them it is emulated.
+    GRIDTUNE_CPU_BF16=1|0 overrides what the CPU says (to run either path on any machine), and
+    ONEDNN_MAX_CPU_ISA capped below bf16 counts as no native bf16, as it does for oneDNN."""
+    forced = os.environ.get("GRIDTUNE_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISAS:
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
@@ -45,6 +57,16 @@ def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, bo
     if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16, False
     return torch.float16, device.type == "cuda"   # fp16 needs loss scaling
+
+
+def precision(train, device: torch.device, amp: str | None = None) -> tuple[torch.dtype | None, bool, bool]:
+    """(autocast dtype or None, use GradScaler, channels_last) as `train.amp` (or `amp`) and
+    `train.channels_last` resolve on this device: what training, the final run's test evaluation and
+    predict all run under."""
+    amp_dtype, use_scaler = resolve_amp(amp or str(train.amp), device)
+    flag = train.channels_last
+    channels_last = True if str(flag) == "auto" else bool(flag)     # auto: measured faster on CUDA and CPU
+    return amp_dtype, use_scaler, channels_last
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -8,29 +8,15 @@ rejects unknown or out-of-range values with a one-line `ValueError`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from . import schema
+from . import builder_rules, schema
+from .builder_rules import HEADS, MODEL_KEYS, POOLS  # noqa: F401  (the rules' own lists, named here too)
 
-POOLS = ("max", "avg")
-HEADS = ("gap", "flatten")
 MODEL_NAMES = tuple(schema.MODELS)
-# Keys a conf/model/*.yaml may hold (the schema's fields); anything else is a typo that would be ignored.
-MODEL_KEYS = tuple(f.name for f in fields(schema.CNNConf))
-
-
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass; `channels: [true]` is a mistake, not one channel
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check(ok: bool, key: str, value: Any, valid: str) -> None:
-    if not ok:
-        raise ValueError(f"model.{key}={value!r} is not valid; expected {valid}")
 
 
 class AudioCNN(nn.Module):
@@ -55,33 +41,10 @@ class AudioCNN(nn.Module):
         input_shape: tuple[int, int] = (224, 224),
     ) -> None:
         super().__init__()
-        channels = tuple(channels)
-        _check(_is_int(n_classes) and n_classes >= 1, "n_classes", n_classes, "an int >= 1")
-        _check(_is_int(in_channels) and in_channels >= 1, "in_channels", in_channels, "an int >= 1")
-        _check(len(channels) >= 1 and all(_is_int(c) and c >= 1 for c in channels),
-               "channels", list(channels), "a non-empty list of ints >= 1")
-        _check(_is_int(convs_per_block) and convs_per_block >= 1,
-               "convs_per_block", convs_per_block, "an int >= 1")
-        # odd kernels only: 'same' padding is then symmetric (k // 2 on each side)
-        _check(_is_int(kernel_size) and kernel_size >= 1 and kernel_size % 2 == 1,
-               "kernel_size", kernel_size, "an odd int >= 1")
-        _check(pool in POOLS, "pool", pool, "one of: " + ", ".join(POOLS))
-        _check(head in HEADS, "head", head, "one of: " + ", ".join(HEADS))
-        _check(_is_int(hidden) and hidden >= 0, "hidden", hidden, "an int >= 0 (0 = no hidden layer)")
-        _check(isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0,
-               "dropout", dropout, "a float in [0, 1)")
-        input_shape = tuple(input_shape)
-        _check(len(input_shape) == 2 and all(_is_int(s) and s >= 1 for s in input_shape),
-               "input_shape", list(input_shape), "two ints >= 1 (n_mels, frames)")
-
-        # Spatial size after every block; a dimension that reaches 0 would crash deep inside
-        # forward with an unhelpful message, so it is caught here.
-        height, width = input_shape
-        for _ in channels:
-            height, width = height // 2, width // 2
-        min_side = 2 ** len(channels)
-        _check(height >= 1 and width >= 1, "input_shape", list(input_shape),
-               f"both sides >= {min_side} for {len(channels)} pooling blocks")
+        channels, input_shape = tuple(channels), tuple(input_shape)
+        builder_rules.raise_first(builder_rules.cnn(n_classes, in_channels, channels, convs_per_block, kernel_size,
+                                                    pool, head, hidden, dropout, input_shape))
+        height, width = input_shape[0] >> len(channels), input_shape[1] >> len(channels)   # after every block
         self.input_shape = input_shape
         self.out_hw = (height, width)
 
@@ -124,22 +87,13 @@ def build_model(cfg: Mapping[str, Any], n_classes: int, input_shape: tuple[int, 
 
     Keys left out fall back to `AudioCNN`'s defaults; `name` is required.
     """
+    builder_rules.raise_first(builder_rules.model_keys(cfg))
     keys = [str(k) for k in cfg.keys()]
-    for key in keys:
-        if key not in MODEL_KEYS:
-            raise ValueError(f"model.{key} is not a known key; valid keys: {', '.join(MODEL_KEYS)}")
-    name = cfg.get("name")
-    if name not in MODEL_NAMES:
-        raise ValueError(f"model.name={name!r} is not valid; expected one of: {', '.join(MODEL_NAMES)}")
-
     kwargs: dict[str, Any] = {}
     for key in MODEL_KEYS[1:]:
         if key in keys:
             value = cfg[key]  # reading a DictConfig value resolves interpolations such as ${dropout}
-            if key == "channels":
-                # a ListConfig is iterable but not a Sequence; a bare int or string is a mistake
-                if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-                    raise ValueError(f"model.channels={value!r} is not valid; expected a non-empty list of ints >= 1")
+            if key == "channels":     # a ListConfig is iterable but not a Sequence
                 value = tuple(value)
             kwargs[key] = value
     return AudioCNN(n_classes=n_classes, input_shape=tuple(input_shape), **kwargs)

@@ -19,55 +19,13 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
-from . import schema
+from . import builder_rules, schema
+from .builder_rules import OPTIMIZER_KNOBS, SCHEDULE_KNOBS  # noqa: F401  (each option's knobs and defaults)
 
-# Knobs each optimizer and schedule accepts besides its common keys, with the torch default used when
-# a key is left out: the schemas' own fields (gridtune.schema), which also name the options.
-OPTIMIZER_KNOBS: dict[str, dict[str, Any]] = {
-    name: schema.knobs(s, ("name", "lr_conv", "lr_head", "weight_decay")) for name, s in schema.OPTIMIZERS.items()}
+# Knobs each optimizer and schedule accepts, and their defaults, are the schemas' own fields
+# (gridtune.builder_rules reads them); the rules the builders below enforce are there too.
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     name: getattr(torch.optim, s.torch_class) for name, s in schema.OPTIMIZERS.items()}
-SCHEDULE_KNOBS: dict[str, dict[str, Any]] = {name: schema.knobs(s) for name, s in schema.SCHEDULES.items()}
-
-
-def _bad(section: str, key: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"{section}.{key}={value!r} is not valid; expected {expected}")
-
-
-def _number(section: str, key: str, value: Any, lo: float, hi: float = math.inf, *,
-            lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> float:
-    """Check that value is a real number (an int if `integer`) in the given interval."""
-    kinds = (int,) if integer else (int, float)
-    left = "(" if lo_open else "["
-    right = ")" if hi_open or hi == math.inf else "]"
-    expected = f"{'an int' if integer else 'a number'} in {left}{lo}, {hi}{right}"
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
-        raise _bad(section, key, value, expected)
-    if value < lo or (lo_open and value == lo) or value > hi or (hi_open and value == hi):
-        raise _bad(section, key, value, expected)
-    return value
-
-
-def _bool(section: str, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(section, key, value, "true or false")
-    return value
-
-
-def _knobs(section: str, cfg: Mapping[str, Any], common: tuple[str, ...],
-           table: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """Return (name, knobs with defaults filled in); reject unknown names and stray keys."""
-    name = cfg.get("name")
-    if name not in table:
-        raise ValueError(f"{section}.name={name!r} is not valid; expected one of: {', '.join(table)}")
-    allowed = (*common, *table[name])
-    for key in cfg.keys():
-        if key not in allowed:
-            # e.g. optim.momentum with adam would otherwise be silently ignored
-            raise ValueError(f"{section}.{key} does not apply to {section}.name={name!r}; "
-                             f"valid keys: {', '.join(allowed)}")
-    knobs = {key: cfg[key] if key in cfg else default for key, default in table[name].items()}
-    return name, knobs
 
 
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -78,36 +36,13 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
     the gradient for the others, and applied to every parameter including biases and BatchNorm.
     It is separate from the trainer's `l2` loss penalty, which only touches conv/linear weights.
     """
-    name, knobs = _knobs("optim", cfg, ("name", "lr_conv", "lr_head", "weight_decay"), OPTIMIZER_KNOBS)
-    for key in ("lr_conv", "lr_head"):
-        if key not in cfg:
-            raise ValueError(f"optim.{key} is missing; expected a number >= 0")
-    lr_conv = float(_number("optim", "lr_conv", cfg["lr_conv"], 0.0))
-    lr_head = float(_number("optim", "lr_head", cfg["lr_head"], 0.0))
-    if lr_conv == 0.0 and lr_head == 0.0:
-        raise ValueError("optim.lr_conv=0 and optim.lr_head=0 are not valid together; at least one must be > 0")
-    weight_decay = float(_number("optim", "weight_decay", cfg.get("weight_decay", 0.0), 0.0))
-
-    kwargs: dict[str, Any] = {"weight_decay": weight_decay}
+    builder_rules.raise_first(builder_rules.optimizer(cfg))
+    name, knobs, _ = builder_rules.knobs("optim", cfg, builder_rules.OPTIM_COMMON, OPTIMIZER_KNOBS)
+    lr_conv, lr_head = float(cfg["lr_conv"]), float(cfg["lr_head"])
+    kwargs: dict[str, Any] = {"weight_decay": float(cfg.get("weight_decay", 0.0))}
     for key, value in knobs.items():
-        if key == "betas":
-            betas = list(value) if hasattr(value, "__iter__") and not isinstance(value, str) else None
-            if betas is None or len(betas) != 2:
-                raise _bad("optim", key, value, "a list of two numbers in [0, 1)")
-            kwargs[key] = tuple(float(_number("optim", key, b, 0.0, 1.0, hi_open=True)) for b in betas)
-        elif key in ("nesterov", "centered"):
-            kwargs[key] = _bool("optim", key, value)
-        elif key == "eps":
-            kwargs[key] = float(_number("optim", key, value, 0.0, lo_open=True))
-        elif key == "alpha":
-            kwargs[key] = float(_number("optim", key, value, 0.0, 1.0))
-        elif key == "dampening":
-            kwargs[key] = float(_number("optim", key, value, 0.0, 1.0))
-        else:  # momentum, lr_decay, initial_accumulator_value
-            kwargs[key] = float(_number("optim", key, value, 0.0))
-    if name == "sgd" and kwargs["nesterov"] and (kwargs["momentum"] == 0.0 or kwargs["dampening"] != 0.0):
-        raise ValueError(f"optim.nesterov=True needs momentum > 0 and dampening = 0; "
-                         f"got momentum={kwargs['momentum']}, dampening={kwargs['dampening']}")
+        kwargs[key] = (tuple(float(b) for b in value) if key == "betas" else
+                       value if key in ("nesterov", "centered") else float(value))
 
     features = getattr(model, "features", None)
     classifier = getattr(model, "classifier", None)
@@ -205,51 +140,48 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], *,
     runs at factor(0) and after the last one (step epochs·steps_per_epoch) the LR is at its end
     value. A warm-up longer than the run is cut at the run's end (useful for 1-epoch smoke runs).
     """
-    name, knobs = _knobs("sched", cfg, ("name",), SCHEDULE_KNOBS)
-    epochs = int(_number("sched", "epochs", epochs, 1, integer=True))
-    steps_per_epoch = int(_number("sched", "steps_per_epoch", steps_per_epoch, 1, integer=True))
+    builder_rules.raise_first(builder_rules.schedule(cfg, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                                     objective_mode=objective_mode))
+    name, knobs, _ = builder_rules.knobs("sched", cfg, ("name",), SCHEDULE_KNOBS)
+    epochs, steps_per_epoch = int(epochs), int(steps_per_epoch)
     total = epochs * steps_per_epoch
 
     if name == "constant":
         return Scheduler(optimizer, name, None, None)
 
     if name == "plateau":
-        if objective_mode not in ("min", "max"):
-            raise _bad("sched", "objective_mode", objective_mode, "one of: min, max")
-        if knobs["threshold_mode"] not in ("rel", "abs"):
-            raise _bad("sched", "threshold_mode", knobs["threshold_mode"], "one of: rel, abs")
         inner = ReduceLROnPlateau(
             optimizer,
             mode=objective_mode,
-            factor=float(_number("sched", "factor", knobs["factor"], 0.0, 1.0, lo_open=True, hi_open=True)),
-            patience=int(_number("sched", "patience", knobs["patience"], 0, integer=True)),
-            threshold=float(_number("sched", "threshold", knobs["threshold"], 0.0)),
+            factor=float(knobs["factor"]),
+            patience=int(knobs["patience"]),
+            threshold=float(knobs["threshold"]),
             threshold_mode=knobs["threshold_mode"],
-            cooldown=int(_number("sched", "cooldown", knobs["cooldown"], 0, integer=True)),
-            min_lr=float(_number("sched", "min_lr", knobs["min_lr"], 0.0)),
+            cooldown=int(knobs["cooldown"]),
+            min_lr=float(knobs["min_lr"]),
         )
         return Scheduler(optimizer, name, inner, "metric")
 
     factor: Callable[[int], float]
     if name == "step":
-        step_size = int(_number("sched", "step_size", knobs["step_size"], 1, integer=True))
-        gamma = float(_number("sched", "gamma", knobs["gamma"], 0.0, 1.0, lo_open=True))
+        step_size = int(knobs["step_size"])
+        gamma = float(knobs["gamma"])
 
         def factor(epoch: int) -> float:
             return gamma ** (epoch // step_size)
 
         unit = "epoch"
     elif name == "cosine":
-        floor = float(_number("sched", "min_lr_factor", knobs["min_lr_factor"], 0.0, 1.0))
+        floor = float(knobs["min_lr_factor"])
 
         def factor(step: int) -> float:
             return _cosine(step / total, floor)
 
         unit = "batch"
     else:  # warmup_cosine
-        warmup_epochs = float(_number("sched", "warmup_epochs", knobs["warmup_epochs"], 0.0))
-        start = float(_number("sched", "warmup_start_factor", knobs["warmup_start_factor"], 0.0, 1.0))
-        floor = float(_number("sched", "min_lr_factor", knobs["min_lr_factor"], 0.0, 1.0))
+        warmup_epochs = float(knobs["warmup_epochs"])
+        start = float(knobs["warmup_start_factor"])
+        floor = float(knobs["min_lr_factor"])
         warmup = min(round(warmup_epochs * steps_per_epoch), total)
 
         def factor(step: int) -> float:

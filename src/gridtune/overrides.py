@@ -3,13 +3,16 @@ grammar (`OverridesParser`) and nothing else: quoting, escapes, lists and sweeps
 what they mean on a Hydra command line.
 
 `parse(lines)` gives {key: value} for recorded overrides (the report and the final run read a
-trial's overrides this way); `key(line)` is one override's key without its +/++/~ prefix;
+trial's overrides this way); `item(line)` is one override's (key, value), `key(line)` its key
+without its +/++/~ prefix (both remembered per line: a report reads the same lines many times);
 `grid(lines)` expands sweep overrides into the cartesian list of trials, a later value for a key
 replacing an earlier one (a CLI list replaces a grid file's list). Errors are `OverrideError`,
 one line naming the override.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 from typing import Any, Iterable
 
@@ -43,9 +46,22 @@ def parse_all(lines: Iterable[str], config_loader=None) -> list[Override]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _item(line: str) -> tuple[str, Any]:
+    o = parse_all([line])[0]
+    return o.key_or_group, None if o.is_delete() else o.value()
+
+
+def item(line: str) -> tuple[str, Any]:
+    """(key, value) of one override as `parse` reads it: "+optim.momentum=0.9" -> ("optim.momentum", 0.9),
+    "model.channels=[8,16]" -> ("model.channels", [8, 16]); the value is None for a deletion (~key)."""
+    k, v = _item(str(line))
+    return k, copy.deepcopy(v)
+
+
 def key(line: str) -> str:
     """The key (or group) an override sets, without +, ++ or ~: 'optim.lr_conv', 'hydra/launcher'."""
-    return parse_all([line])[0].key_or_group
+    return _item(str(line))[0]
 
 
 def parse(lines: Iterable[str]) -> dict[str, Any]:

@@ -129,9 +129,8 @@ def model_fn(trained, device, amp: str | None = None):
     """The test evaluation's prob_fn for this model, with the autocast and memory format training chose."""
     import torch
 
-    from .loop import resolve_amp
-    amp_dtype = resolve_amp(amp or str(trained.cfg.train.amp), device)[0]
-    channels_last = str(trained.cfg.train.channels_last) != "False"
+    from .loop import precision
+    amp_dtype, _, channels_last = precision(trained.cfg.train, device, amp)
     if channels_last:
         trained.model.to(memory_format=torch.channels_last)
     return evaluate.model_prob_fn(trained.model, trained.features, device, amp_dtype, channels_last)
@@ -169,7 +168,7 @@ def _note(msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from .engine import pick_device
-    from .runtime import set_threads
+    from .runtime import set_cpu
     try:
         device = pick_device(args.device)
         trained = load(args.model, device)
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     for arg in missing:
         _note(f"skipped {arg}: no such file or folder, and no audio file matches it")
     cfg = trained.cfg
-    set_threads(cfg)
+    set_cpu(cfg)
     threshold = args.threshold if args.threshold is not None else trained.threshold
     prob_fn = model_fn(trained, device, args.amp)
     window, hop = evaluate.window_and_hop(cfg)

@@ -43,13 +43,14 @@ MANIFEST = "gridtune_sweep.json"
 STATUSES = ("ok", "diverged", "oom", "failed", "paused", "stopped")
 FINAL_STATUSES = ("ok", "diverged")
 
-# Keys every result.json has (values may be null where they do not apply).
+# Keys every result.json has (values may be null where they do not apply). `trained` says how the
+# trial trained: {fused, group_size, trials_per_job, device, precision} (gridtune.engine.TrialRun.trained).
 RESULT_KEYS = (
     "schema", "trial_id", "sweep", "status", "error", "diverged_epoch", "stop_reason",
     "params", "overrides", "objective", "objective_mode", "metrics", "per_class_acc",
     "calibration", "best_epoch", "epochs_run", "stopped_early", "wall_time_s",
     "train_samples_per_s", "git_sha", "git_dirty", "cache_hash", "n_skipped_files",
-    "skipped_files", "device", "amp", "host", "started_at", "finished_at", "config",
+    "skipped_files", "device", "amp", "trained", "host", "started_at", "finished_at", "config",
 )
 
 

@@ -39,6 +39,7 @@ class DataConf:
     cache_dir: str = MISSING
     resident: str = MISSING
     resident_max_gb: float = MISSING
+    cache_key: Optional[str] = None    # set by the sweep driver: the cache key of the data it indexed
 
 
 @dataclass
@@ -203,6 +204,7 @@ class TrainConf:
     channels_last: Any = MISSING       # auto | true | false
     compile: Any = MISSING             # auto | true | false
     cudnn_benchmark: Any = MISSING     # auto | true | false
+    onednn: bool = MISSING             # CPU convolutions through oneDNN (false: ATen's own)
     grad_clip: float = MISSING
     diverge_loss: float = MISSING
     diverge_factor: float = MISSING
@@ -215,9 +217,14 @@ class TrainConf:
 @dataclass
 class LauncherConf:
     trials_per_job: int = MISSING
-    fuse: str = "auto"                  # auto | on | off (gridtune.fusion)
-    fuse_max: int = 18                  # largest fused group
+    # The defaults of fusion, here only (the launcher files leave them out): auto | on | off, whether a
+    # job's fusable trials (differing only in lr, dropout, l2, ...) train as one model; auto = on CUDA
+    fuse: str = "auto"
+    fuse_max: int = 18                  # largest fused group; a larger one is split evenly (a CUDA OOM halves it)
     chunk: Optional[List[str]] = None   # set by the sweep driver: the other trials of this job
+    # SLURM limits of one launch (gridtune.arrays); null: what the scheduler reports
+    max_array_size: Optional[int] = None    # most tasks per job array (MaxArraySize)
+    max_submit_jobs: Optional[int] = None   # most pending + running jobs of the user (MaxSubmitJobs)
 
 
 @dataclass

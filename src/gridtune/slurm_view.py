@@ -1,18 +1,17 @@
 """SLURM's view of a sweep, for `gridtune.status`: which jobs belong to it and what squeue/sacct say.
 
 Job ids come from claim.json / result.json (`slurm_job_id`) and from submitit's `.submitit/<jobid>/`
-logs, where the trial runner prints its trial id. The commands run with a timeout and no shell;
-where they are missing or fail, the view says it is unavailable. Standard library only.
+logs, where the trial runner prints its trial id. The commands run through gridtune.cluster.run (a
+timeout, no shell); where they are missing or fail, the view says it is unavailable. Standard
+library only.
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-from gridtune import records
+from gridtune import cluster, records
 from gridtune.sweepdir import NEEDS_RERUN
 
 SLURM_TIMEOUT_S = 10
@@ -64,13 +63,7 @@ def job_key(job_id: str) -> list[int]:
 
 
 def _run(cmd: list[str]) -> list[str] | None:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=SLURM_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.splitlines() if out.returncode == 0 else None
+    return cluster.run(cmd, SLURM_TIMEOUT_S)
 
 
 def slurm_view(sweep_dir: str | Path, ids: set[str]) -> dict:

@@ -1,4 +1,4 @@
-"""Where a sweep stands: `python -m gridtune.status <sweep_dir> [--json]`.
+"""Where a sweep stands: `python -m gridtune.status <sweep_dir> [--json | --watch [--interval S]]`.
 
 The state of each trial comes from its directory (see `gridtune.records` for the layout), never
 from the scheduler: SLURM reports COMPLETED for a job whose Python trial raised, so its view is
@@ -11,6 +11,11 @@ there is one, is shown on its own line, never as a trial. Exit code: 0 all final
 failed/oom/torn, 3 some not finished yet (wins over 1: a poller waits while this is 3), 2 bad
 arguments.
 
+`--watch` redraws a block every `--interval` seconds (default 5) until no trial is unfinished, then
+exits as a plain call would (0 or 1): a progress bar over trials x epochs, the counts, the current
+best and the trials under way. On a terminal the block is redrawn in place (ANSI); otherwise (a log
+file, a pipe) each refresh prints a new block, with no escape codes. It reads the directory only.
+
 Only the standard library is imported: this runs on login nodes without torch.
 """
 from __future__ import annotations
@@ -18,13 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from gridtune import sweepdir
 from gridtune.slurm_view import annotate, job_ids, job_key, jobs_from_logs, slurm_view
-from gridtune.sweepdir import NEEDS_RERUN, STALE_AFTER_S, UNFINISHED, fmt_duration
+from gridtune.sweepdir import DONE, NEEDS_RERUN, STALE_AFTER_S, UNFINISHED, fmt_duration
 
-__all__ = ["STALE_AFTER_S", "collect_states", "counts", "counts_line", "exit_code", "final_state", "main", "trial_state"]
+__all__ = ["STALE_AFTER_S", "collect_states", "counts", "counts_line", "exit_code", "final_state", "main",
+           "trial_state", "watch"]
 
 
 def _ok_detail(t: sweepdir.Trial, objective: str | None) -> tuple[float | None, str]:
@@ -94,16 +101,107 @@ def counts_line(states: list[dict]) -> str:
     return sweepdir.counts_line(s["state"] for s in states)
 
 
+BAR_WIDTH = 30
+WATCH_ROWS = 20        # trials under way listed per block; the rest are counted
+
+
+def planned_epochs(sweep: sweepdir.Sweep) -> dict[str, int | None]:
+    """Epochs each trial is to train: the manifest's `epochs`, else its `train.epochs` parameter (set
+    when the grid or the command line sets it); a finished trial's plan is what it ran."""
+    entries = {e.get("trial_id"): e for e in (sweep.manifest or {}).get("trials") or [] if isinstance(e, dict)}
+    plans: dict[str, int | None] = {}
+    for t in sweep.trials:
+        plan = entries.get(t.trial_id, {}).get("epochs", t.params.get("train.epochs"))
+        plans[t.trial_id] = t.epochs_done if t.state in DONE + NEEDS_RERUN else (
+            plan if isinstance(plan, int) and not isinstance(plan, bool) else None)
+    return plans
+
+
+def progress_line(states: list[dict], plans: dict[str, int | None]) -> str:
+    """The bar: over trials x epochs when every trial's plan is known, else over trials."""
+    final = sum(s["state"] not in UNFINISHED for s in states)
+    ran = {s["trial_id"]: s["epochs_done"] or 0 for s in states}
+    done_epochs = sum(min(n, plans[t]) if plans[t] is not None else n for t, n in ran.items())
+    if all(plan is not None for plan in plans.values()):
+        done, total = done_epochs, sum(plans.values()) or 1
+        tail = f"{done}/{total} epochs, {final}/{len(states)} trials final"
+    else:
+        done, total = final, len(states)
+        tail = f"{final}/{total} trials final, {done_epochs} epochs done (planned epochs unknown)"
+    filled = BAR_WIDTH * done // total
+    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {100 * done // total:3d}%  {tail}"
+
+
+def best_line(states: list[dict], mode: str | None) -> str:
+    """The best finished trial so far, with its values of the grid's axes (overrides that vary)."""
+    scored = [s for s in states if s["objective"] is not None]
+    if not scored:
+        return "best: none yet"
+    best = (min if mode == "min" else max)(scored, key=lambda s: s["objective"])
+    values: dict[str, set] = {}
+    for s in states:
+        for o in s["overrides"]:
+            values.setdefault(str(o).partition("=")[0], set()).add(str(o))
+    axes = [o for o in best["overrides"] if len(values[str(o).partition("=")[0]]) > 1]
+    return f"best: {best['trial_id']}  {best['detail']}" + (f"  ({' '.join(axes)})" if axes else "")
+
+
+def watch_block(sweep: sweepdir.Sweep, states: list[dict]) -> str:
+    """One refresh: header, bar, counts, best, then the trials under way or needing a rerun."""
+    manifest = sweep.manifest or {}
+    plans = planned_epochs(sweep)
+    lines = [f"sweep {sweep.name} ({sweep.dir})  {time.strftime('%H:%M:%S')}",
+             progress_line(states, plans), counts_line(states),
+             best_line(states, manifest.get("objective_mode"))]
+    busy = [s for s in states if s["state"] not in ("pending", *DONE)]
+    width = max((len(s["trial_id"]) for s in busy), default=0)
+    for s in busy[:WATCH_ROWS]:
+        plan = plans[s["trial_id"]]
+        epochs = f"epoch {s['epochs_done'] or 0}/{plan if plan is not None else '?'}"
+        lines.append(f"  {s['trial_id']:<{width}}  {s['state']:<11}  {epochs:<11}  {s['detail']}".rstrip())
+    if len(busy) > WATCH_ROWS:
+        lines.append(f"  ... and {len(busy) - WATCH_ROWS} more")
+    return "\n".join(lines) + "\n"
+
+
+def watch(sweep_dir: Path, interval: float, out=None) -> int:
+    """Refresh until every trial is final; the exit code of a plain status call then."""
+    out = out or sys.stdout
+    tty = out.isatty()
+    while True:
+        sweep = sweepdir.read_sweep(sweep_dir)
+        objective = (sweep.manifest or {}).get("objective")
+        states = [trial_state(t, objective) for t in sweep.trials]
+        block = watch_block(sweep, states) if states else f"no trials in {sweep_dir} yet\n"
+        out.write("\x1b[H\x1b[2J" + block if tty else block + "\n")
+        out.flush()
+        if states and not any(s["state"] in UNFINISHED for s in states):
+            return exit_code(states)
+        time.sleep(interval)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gridtune-status", description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--no-slurm", action="store_true", help="do not ask squeue/sacct")
+    ap.add_argument("--watch", action="store_true", help="refresh until every trial is final")
+    ap.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (--watch)")
     args = ap.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         print(f"gridtune-status: no such sweep directory: {sweep_dir}", file=sys.stderr)
         return 2
+    if args.watch:
+        if args.json or not args.interval > 0:
+            why = "--watch prints blocks; it does not combine with --json" if args.json else \
+                f"--interval={args.interval}: must be > 0 seconds"
+            print(f"gridtune-status: {why}", file=sys.stderr)
+            return 2
+        try:
+            return watch(sweep_dir, args.interval)
+        except KeyboardInterrupt:
+            return 130
     sweep = sweepdir.read_sweep(sweep_dir)
     manifest, notes = sweep.manifest or {}, sweep.warnings
     states = [trial_state(t, manifest.get("objective")) for t in sweep.trials]
@@ -138,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     print(counts_line(states))
     if final:
         print(f"final run ({final['dir']}): {final['state']}  {final['detail']}".rstrip())
+    print_slurm(states, slurm)
+    return code
+
+
+def print_slurm(states: list[dict], slurm: dict) -> None:
+    """SLURM's jobs of the sweep, each with the trials it ran, or why there is no such view."""
     if slurm["available"] is False:
         print("SLURM info unavailable (squeue/sacct missing or failing)")
     elif slurm["available"]:
@@ -151,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
             j = slurm["jobs"][jid]
             print(f"  {jid:<12} {j['name']:<16} {j['state']:<11} {j['exit_code'] or '-':<6} "
                   f"{j['elapsed']:<10} {' '.join(trials_of.get(jid, [])) or '-'}".rstrip())
-    return code
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ and gives each exactly one state from `STATES`:
 
 The final run (`final/`, or any directory holding final.json / final_config.yaml) is never a
 trial: it is read into `Sweep.final` with its own state. reduce, status, the sweeper's done/todo
-split and summary, and the final run all read a sweep through here. Standard library only.
+split and summary, the halving ladder and the final run all read a sweep through here
+(`trial_record`, `history`), and the ladder rewrites a record through `write_record`. Standard
+library only.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ class Trial:
     def history(self) -> list[dict]:
         """Per-epoch rows, read on first use (ranking a finished trial never needs them)."""
         if self._history is None:
-            self._history = records.read_history(self.dir / records.HISTORY)
+            self._history = history(self.dir)
         return self._history
 
     @property
@@ -86,15 +88,30 @@ class Sweep:
     warnings: list[str] = field(default_factory=list)
 
 
-def done_record(trial_dir: Path, trial_id: str) -> dict | None:
-    """The trial's record when it is final for this very config (a rerun skips it), else None."""
+def trial_record(trial_dir: Path, trial_id: str) -> dict | None:
+    """The trial's result.json, whatever its status, when it is this very trial's; None when it is
+    missing, unreadable or another trial's. The driver, the trial and the ladder read records here."""
     try:
         rec = records.read_json(Path(trial_dir) / records.RESULT)
     except (OSError, records.TornRecord):
         return None
-    if isinstance(rec, dict) and rec.get("trial_id") == trial_id and rec.get("status") in records.FINAL_STATUSES:
-        return rec
-    return None
+    return rec if isinstance(rec, dict) and rec.get("trial_id") == trial_id else None
+
+
+def done_record(trial_dir: Path, trial_id: str) -> dict | None:
+    """The trial's record when it is final for this very config (a rerun skips it), else None."""
+    rec = trial_record(trial_dir, trial_id)
+    return rec if rec is not None and rec.get("status") in records.FINAL_STATUSES else None
+
+
+def write_record(trial_dir: Path, rec: dict) -> None:
+    """Rewrite a trial's result.json atomically (the ladder's stop at a rung)."""
+    records.write_json(Path(trial_dir) / records.RESULT, rec)
+
+
+def history(trial_dir: Path) -> list[dict]:
+    """A trial's per-epoch rows (history.jsonl); a torn last line is dropped."""
+    return records.read_history(Path(trial_dir) / records.HISTORY)
 
 
 def same_data(rec: dict, cache_key: str | None) -> bool:

@@ -1,7 +1,8 @@
 """One trial: a composed config in, a trained CNN and an atomic `result.json` out.
 
 `run_trial(cfg, out_dir)` skips a trial whose record is already final and was trained on the data
-as it is now (the cache key its record holds; a record of other data is set aside), claims the directory,
+as it is now (the cache key its record holds against the one the driver passed down in
+data.cache_key, or, run alone, the data's own; a record of other data is set aside), claims the directory,
 resumes from the last completed epoch when a checkpoint is there (a requeued or killed job), and
 records expected failures (divergence, CUDA OOM, any exception) as a status instead of raising,
 so a sweep always goes on. `TrialRun` is the engine it drives; the final run reuses it.
@@ -18,13 +19,18 @@ from omegaconf import DictConfig
 
 from . import claims, records
 from .config import semantic_config, trial_id
-from .knobs import params_of
-from .sweepdir import done_record, same_data
+from .knobs import DRIVER_SET, params_of
+from .overrides import key as override_key
+from .sweepdir import done_record, same_data, trial_record
 
 
 def _current_key(cfg: DictConfig) -> str | None:
-    """The cache key of the trial's data as it is now; None when it cannot be told (then a final
-    record stands: a data root that is away must not throw finished trials out)."""
+    """The cache key of the trial's data as it is now: the one the sweep driver indexed and passed
+    down (data.cache_key), else (a single run) worked out here; None when it cannot be told (then a
+    final record stands: a data root that is away must not throw finished trials out)."""
+    passed = cfg.data.get("cache_key")
+    if passed:
+        return str(passed)
     from .layouts import DataError
     from .preflight import data_key
     try:
@@ -93,7 +99,7 @@ def new_record(cfg, tid: str, overrides, batch_size: int) -> dict:
     """A trial record before training: identity, params, provenance; every RESULT_KEYS key present."""
     sha, dirty = records.git_info()
     rec = {k: None for k in records.RESULT_KEYS}
-    overrides = [o for o in overrides or [] if not _rung_override(o)]
+    overrides = [o for o in overrides or [] if override_key(str(o)) not in DRIVER_SET]   # how this run goes, not the trial
     rec.update(schema=1, trial_id=tid, sweep=cfg.sweep_name, params=params_of(cfg, overrides, batch_size),
                overrides=overrides, objective=cfg.objective, objective_mode=cfg.objective_mode,
                git_sha=sha, git_dirty=dirty, host=socket.gethostname(), slurm_job_id=claims.slurm_job(),
@@ -129,21 +135,14 @@ def _attempt(cfg, out: Path, tid: str, overrides, job_type: str, batch_size: int
         rec.update(classify(e))
         if rec["status"] == "failed":
             traceback.print_exc()
-    return close_record(cfg, out, rec, run, time.perf_counter() - t0 + _paused_time(out, tid))
+    return close_record(cfg, out, rec, run, time.perf_counter() - t0 + _paused_time(cfg, out, tid))
 
 
-def _rung_override(item) -> bool:
-    """The halving driver's `train.stop_after_epoch` override: how far this run goes, not what the trial is."""
-    return str(item).lstrip("+~").split("=", 1)[0] == "train.stop_after_epoch"
-
-
-def _paused_time(out: Path, tid: str) -> float:
-    """Wall time of this trial's earlier runs up to a halving rung (a paused or stopped record)."""
-    try:
-        prev = records.read_json(out / records.RESULT)
-    except (FileNotFoundError, records.TornRecord):
-        return 0.0
-    if isinstance(prev, dict) and prev.get("trial_id") == tid and prev.get("status") in ("paused", "stopped"):
+def _paused_time(cfg, out: Path, tid: str) -> float:
+    """Wall time of this trial's earlier runs up to a halving rung (a paused or stopped record of the
+    same data: one of other data trains again from epoch 1)."""
+    prev = trial_record(out, tid)
+    if prev is not None and prev.get("status") in ("paused", "stopped") and same_data(prev, cfg.data.get("cache_key")):
         return float(prev.get("wall_time_s") or 0.0)
     return 0.0
 

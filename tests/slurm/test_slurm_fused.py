@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = ("launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
             "hydra.launcher.mem_gb=2", "hydra.launcher.gpus_per_node=0", "hydra.launcher.timeout_min=20")
-SMOKE = ("sweep=smoke", "preset=debug", "train.epochs=2", "device=cpu", "train.amp=off", "train.threads=1")
+# the same kernels in both sweeps (see tests/test_fused.py)
+SMOKE = ("sweep=smoke", "preset=debug", "train.epochs=2", "device=cpu", "train.amp=off", "train.threads=1",
+         "train.onednn=false")
 NAME = f"gtfused{uuid.uuid4().hex[:6]}"
 
 

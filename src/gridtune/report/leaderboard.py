@@ -101,7 +101,7 @@ class Group:
         """The override list the final run applies: the representative's, minus seed when averaged over seeds."""
         items = list(self.representative.overrides)
         if len(self.seeds) > 1:
-            items = [o for o in items if knobs.split_override(o)[0] != "seed"]
+            items = [o for o in items if knobs.key_of(o) != "seed"]
         return items
 
 

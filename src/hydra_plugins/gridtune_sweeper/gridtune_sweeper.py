@@ -7,7 +7,8 @@ validation path (gridtune.validation) over every trial, then the data and SLURM 
 job is submitted, not even the valid ones. It computes each trial's id, drops duplicates, skips
 trials whose record is final (ok or diverged) and holds the cache key of the data as it is now,
 writes the manifest and each pending trial's config into its directory, prepares the shared audio
-cache once, and then launches the rest as one array, `launcher.trials_per_job` trials per job. With
+cache once, and then launches the rest, `launcher.trials_per_job` trials per job, on SLURM as job
+arrays that fit the scheduler's limits (gridtune.arrays). With
 `halving.eta` set it runs the grid as a successive-halving ladder instead (gridtune.ladder: one
 launch per rung). `dry_run: true` (used by `python -m gridtune.plan`) stops after printing the plan
 (and the ladder, and the fused groups). Exit code: 0 when every trial ended ok, diverged (or, in a
@@ -183,12 +184,12 @@ class GridtuneSweeper(Sweeper):
             self._prepare(cfg0)
         complete = True
         if spec is None:
-            returns = self._launch(sweep_dir, todo, k)
+            returns = self._launch(sweep_dir, self._keyed(todo), k)
         else:
             from gridtune import ladder
             returns, complete = ladder.run_ladder(
                 spec, trials, sweep_dir, str(cfg0.objective), str(cfg0.objective_mode),
-                lambda rung_todo, stop_after: self._launch(sweep_dir, rung_todo, k, stop_after))
+                lambda rung_todo, stop_after: self._launch(sweep_dir, self._keyed(rung_todo), k, stop_after))
         raised = self._raised(returns)
         counts = self._summary(sweep_dir, trials, sweepdir)
         # a trial pending while every job returned is held by another driver (its claim), not broken here
@@ -203,8 +204,9 @@ class GridtuneSweeper(Sweeper):
 
     def _launch(self, sweep_dir: Path, todo, k: int, stop_after: Optional[int] = None) -> list:
         """Write the configs chunk members will load, then launch `todo` as jobs of <= k trials
-        (to `stop_after` epochs when given: a halving rung)."""
-        from gridtune import records
+        (to `stop_after` epochs when given: a halving rung). On SLURM the jobs go out as arrays that
+        fit the scheduler's limits, each once the queue has room (gridtune.arrays)."""
+        from gridtune import arrays, records
         extra = [f"++train.stop_after_epoch={stop_after}"] if stop_after else []
         for t in todo:
             hydra_dir = sweep_dir / t["trial_id"] / ".hydra"
@@ -217,15 +219,30 @@ class GridtuneSweeper(Sweeper):
             chunk = todo[i:i + k]
             ids = ",".join(f"'{t['trial_id']}'" for t in chunk[1:])
             jobs.append(chunk[0]["overrides"] + extra + ([f"++launcher.chunk=[{ids}]"] if ids else []))
-        try:
-            returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
-        except Exception as e:   # sbatch refused, or a job died without a result (killed, node lost)
-            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-            reason = "; ".join(ln for ln in lines if "error" in ln.lower()) or (lines[0] if lines else "")
-            print(f"gridtune: launcher: {type(e).__name__}: {reason}", file=sys.stderr)
-            returns, self.broke = [], True
+        if arrays.is_slurm(self.launcher):
+            lim = arrays.limits(OmegaConf.select(self.config, "launcher.max_array_size"),
+                                OmegaConf.select(self.config, "launcher.max_submit_jobs"))
+            returns, errors = arrays.launch(self.launcher, jobs, self.job_idx, lim)
+        else:
+            try:
+                returns, errors = self.launcher.launch(jobs, initial_job_idx=self.job_idx), []
+            except Exception as e:   # a job that raised past the launcher
+                returns, errors = [], [e]
+        for e in errors:             # sbatch refused, or a job died without a result (killed, node lost)
+            print(f"gridtune: launcher: {arrays.describe(e)}", file=sys.stderr)
+        self.broke = self.broke or bool(errors)
         self.job_idx += len(jobs)
         return list(returns or [])
+
+    @staticmethod
+    def _keyed(todo):
+        """The trials as launched, each with the cache key of the data the driver indexed (data.cache_key:
+        not part of its identity, never among its recorded overrides): a trial need not index it again."""
+        for t in todo:
+            if t.get("cache_key"):
+                OmegaConf.update(t["cfg"], "data.cache_key", t["cache_key"])
+        return [{**t, "overrides": [*t["overrides"], f"data.cache_key='{t['cache_key']}'"]} if t.get("cache_key")
+                else t for t in todo]
 
     def _halving_spec(self, trials):
         """The ladder's Spec when halving is on, None when off; a bad setting exits 2, one line each."""
@@ -271,7 +288,7 @@ class GridtuneSweeper(Sweeper):
         cfg0 = trials[0]["cfg"]
         records.write_json(sweep_dir / records.MANIFEST, {
             "sweep": cfg0.sweep_name, "objective": cfg0.objective, "objective_mode": cfg0.objective_mode,
-            "trials": [{"trial_id": t["trial_id"], "overrides": t["overrides"],
+            "trials": [{"trial_id": t["trial_id"], "overrides": t["overrides"], "epochs": t["epochs"],
                         "params": params_of(t["cfg"], t["overrides"])} for t in trials]})
 
     @staticmethod
