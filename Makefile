@@ -68,7 +68,8 @@ test-fast: install  ## only the fast tests (no slow, slurm or gpu markers)
 bench: install  ## measure throughput, data path, overheads, the naive baseline and fused trials; writes bench.json/bench.md
 	$(BIN)/python scripts/bench.py
 
-bench-halving: data  ## successive halving vs the full grid (task11 + a repeats grid, 3 seeds); writes bench_halving.json/.md
+BENCH_HALVING_ARGS ?= --preset debug --epochs 15 --eta 3 --threads 1
+bench-halving: data  ## successive halving vs the full grid (task11 x 3 seeds + a repeats grid, scored on held-out audio); writes bench_halving.json/.md
 	$(BIN)/python scripts/bench_halving.py --data $(DATA) $(BENCH_HALVING_ARGS)
 
 .PHONY: gpu-wheels

@@ -1,26 +1,34 @@
-"""Successive halving against the full grid: epochs, time, and whether it finds the same winner.
+"""Successive halving against the full grid: epochs, time, whether it keeps the pick, and how the
+pick scores on recordings the sweep never saw.
 
-    python scripts/bench_halving.py [--data data/demo] [--preset demo] [--epochs 9] [--eta 3]
-                                    [--min-epochs 1] [--threads 1] [--out sweeps/bench_halving]
+    python scripts/bench_halving.py [--data data/demo] [--heldout data/heldout] [--preset demo]
+        [--epochs 15] [--eta 3] [--min-epochs M] [--noise Z] [--threads 1] [--out sweeps/bench_halving]
 
-1. The task11 grid (18 configs, seed 0) runs halved, for real: its wall time, trained epochs
-   (history rows) and summed trial time (`wall_time_s`, startups included).
-2. The task11 grid runs in full with `repeats=3` (seeds 0, 1, 2: three single-seed task11 grids and
-   one repeats grid at once) in the same directory: seed 0's stopped trials resume from their
-   checkpoints (same trial ids and schedule: the same records as a full run from scratch).
-3. The repeats grid (task11's 9 dropout x lr configs at l2=1e-4, seeds 0, 1, 2) runs halved, for real,
-   in a directory of its own.
-Seeds 1 and 2 of the task11 procedure are not run halved: their ladders are replayed on the full
-grid's records with the driver's own decision function (gridtune.halving.decide), which reads
-only history rows up to each rung; the two real halved runs check that a replay gives exactly
-their ladders. Reports per procedure: epochs halved / full, trial time halved / full, and whether
-the halved winner is the full grid's winner or, with repeats, inside its 95 % interval.
-Writes bench_halving.json and bench_halving.md.
+1. The full grid: task11 (18 configs) with `repeats=3` (seeds 0, 1, 2), in one directory: three
+   single-seed task11 grids, and the repeats grid (task11's 9 dropout x lr configs at l2=1e-4, 3 seeds).
+2. Four halved procedures, each run for real in a directory of its own with the rule as configured
+   (`--min-epochs`, `--noise`; unset: the sweeper's defaults): task11 with seed 0, 1 and 2, and the
+   repeats grid.
+3. Three other rules replayed on the full grid's records with the driver's own decision function
+   (gridtune.halving.decide_rung reads only history rows up to each rung and the records' val
+   count, so a replay is the ladder a real run decides; each real run is checked against its own
+   replay): the old rule (noise 0, first rung at epoch 1), the plain rule at the runs' first rung,
+   and the runs' noise margin without a budget.
+4. Every pick (the leaderboard winner of each procedure and of the full grid) is scored on the
+   held-out render (`--heldout`; rendered when missing: the sweep data's size, its seed + 1, and
+   track ids past the sweep data's, `gridtune.demo_data --track-offset`): top-1 accuracy of the
+   trial's best model on all its training clips (`gridtune.predict`); a repeats pick by the mean over
+   its seeds' models.
+Reports per procedure and rule: epochs halved / full (trained history rows), trial time, the pick,
+whether it is the full grid's pick or inside the full winner's 95 % interval (Wilson on the val clips
+for one seed, the seeds' t interval with repeats), and the held-out accuracy of the pick against the
+full grid's pick with one binomial standard error. Writes bench_halving.json and bench_halving.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,18 +39,24 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from gridtune import halving, records  # noqa: E402
-from gridtune.sweepdir import Sweep, read_sweep  # noqa: E402
+from gridtune.halving_noise import Noise  # noqa: E402
 from gridtune.report.leaderboard import build  # noqa: E402
+from gridtune.sweepdir import Sweep, read_sweep  # noqa: E402
 
 OBJ, MODE = "val/acc", "max"
+PROCEDURES = [(f"task11 seed {s}", f"halved_s{s}", (f"seed={s}",), lambda p, s=s: p.get("seed") == s) for s in range(3)]
+PROCEDURES.append(("repeats 9 x 3 seeds", "halved_repeats", ("l2=1e-4", "hydra.sweeper.repeats=3", "seed=0"),
+                   lambda p: p.get("l2") == 1e-4))
 
 
-def sweep(args: argparse.Namespace, name: str, *extra: str, halved: bool) -> float:
+def sweep(args, name: str, *extra: str, halved: bool) -> float:
     cmd = [sys.executable, "-m", "gridtune.sweep", "sweep=task11", f"preset={args.preset}",
            f"train.epochs={args.epochs}", f"train.threads={args.threads}", f"data.root={args.data}",
            f"out_root={args.out}", f"sweep_name={name}", *extra]
     if halved:
-        cmd += [f"hydra.sweeper.halving.eta={args.eta}", f"hydra.sweeper.halving.min_epochs={args.min_epochs}"]
+        cmd.append(f"hydra.sweeper.halving.eta={args.eta}")
+        cmd += [f"hydra.sweeper.halving.{k}={v}" for k, v in (("min_epochs", args.min_epochs), ("noise", args.noise))
+                if v is not None]
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -51,103 +65,179 @@ def sweep(args: argparse.Namespace, name: str, *extra: str, halved: bool) -> flo
     return time.perf_counter() - t0
 
 
-def trials_of(sweep_dir: Path, keep) -> tuple[Sweep, list]:
-    recs = read_sweep(sweep_dir)
-    return recs, [t for t in recs.trials if keep(t.params)]
+def config(params: dict) -> dict:
+    return {k: params.get(k) for k in ("dropout", "lr", "l2")}
 
 
 def board(recs: Sweep, trials):
     return build(Sweep(recs.dir, recs.name, recs.manifest, list(trials)), OBJ, MODE)
 
 
-def config(params: dict) -> dict:
-    return {k: params.get(k) for k in ("dropout", "lr", "l2")}
-
-
 def replay(trials, spec: halving.Spec) -> tuple[list[dict], list]:
-    """The ladder the driver would decide on these records, and its survivors."""
+    """The ladder the driver decides on these records (gridtune.halving.decide), and its survivors."""
     members, decisions = list(trials), []
     for k, epoch in enumerate(spec.rungs[:-1]):
         values = {t.trial_id: halving.rung_value(t.history(), OBJ, MODE, epoch) for t in members}
-        d = halving.decide({t.trial_id: json.dumps(config(t.params)) for t in members}, values, spec.eta, MODE)
+        noise = Noise.of(spec.noise, OBJ, [t.result for t in members])
+        d = halving.decide_rung(spec, decisions, {t.trial_id: json.dumps(config(t.params)) for t in members}, values,
+                                MODE, noise)
         decisions.append({"rung": k, "epoch": epoch, **d})
         members = [t for t in members if t.trial_id in set(d["promoted"])]
     return decisions, members
 
 
-def same_ladder(a: list[dict], b: list[dict]) -> bool:
-    return [[g["trial_ids"] for g in d["ranking"]] for d in a] == [[g["trial_ids"] for g in d["ranking"]] for d in b]
+def ladder_ids(decisions: list[dict]) -> list:
+    return [[g["trial_ids"] for g in d["ranking"]] + [d["promoted"]] for d in decisions]
 
 
-def halved_cost(trials, decisions, spec) -> float:
-    """Seconds of the epochs the ladder trains (history time_s), startups excluded."""
-    reach = {t.trial_id: spec.rungs[-1] for t in trials}
+def replay_epochs(trials, decisions, spec) -> int:
+    reach = {t.trial_id: spec.epochs for t in trials}
     for d in decisions:
         for tid in d["stopped"]:
             reach[tid] = min(reach[tid], d["epoch"])
-    return sum(r.get("time_s", 0) for t in trials for r in t.history() if r["epoch"] <= reach[t.trial_id])
+    return sum(reach.values())
 
 
-def fate(decisions: list[dict], group) -> str:
-    """Where the ladder left a config: 'survived', or 'stopped at rung k (rank r of n)'."""
-    ids = {t.trial_id for t in group.members}
+def fate(decisions: list[dict], key: dict, trials) -> str:
+    """Where a ladder left the config `key`: 'survived', or where it stopped and why."""
+    ids = {t.trial_id for t in trials if config(t.params) == key}
     for d in decisions:
         for g in d["ranking"]:
-            if set(g["trial_ids"]) & ids and not g["promoted"]:
-                return f"stopped at rung {d['rung']} (epoch {d['epoch']}, rank {g['rank']} of {d['n']})"
+            if ids & set(g["trial_ids"]) and not g["promoted"]:
+                return f"stopped at rung {d['rung']} (epoch {d['epoch']}, rank {g['rank']} of {d['n']}: {g['why']})"
     return "survived"
 
 
-def verdict(halved_board, full_board, decisions) -> dict:
-    hw, fw = halved_board.winner, full_board.winner
-    mine = next(g for g in full_board.groups if config(g.params) == config(hw.params))
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def ensure_heldout(args) -> None:
+    """Render the held-out data when it is not there: the sweep data's size, the next seed, and track
+    ids past the sweep data's (gridtune.demo_data.track_span), so no recording is in both."""
+    from gridtune import demo_data
+    if (args.heldout / demo_data.TRAIN_DIR).is_dir():
+        return
+    first = json.loads((args.data / demo_data.MANIFEST).read_text())
+    offset = first.get("track_offset", 0) + demo_data.track_span(first["per_class"])
+    print(f"rendering held-out data into {args.heldout} (seed {first['seed'] + 1}, track offset {offset})", flush=True)
+    demo_data.generate(args.heldout, seed=first["seed"] + 1, per_class=first["per_class"], test_clips=0,
+                       track_offset=offset)
+
+
+def heldout_scores(args, trial_dirs) -> tuple[dict, int]:
+    """Top-1 accuracy of each trial's best model on every training clip of the held-out render, the
+    clips decoded once (gridtune.predict's decoding and window averaging); and the number of clips."""
+    import numpy as np
+    import torch
+
+    from gridtune import evaluate, predict, trained
+    torch.set_num_threads(args.threads)
+    paths, _ = predict.expand([str(args.heldout / "IRMAS-TrainingData")])
+    scores, clips = {}, None
+    for d in sorted(set(map(str, trial_dirs))):
+        model = trained.load(d, "cpu")
+        if clips is None:
+            clips = [(p, x) for p, x, _ in predict.decoded(paths, model.sample_rate, args.threads) if x is not None]
+            offsets = np.concatenate([[0], np.cumsum([len(x) for _, x in clips])])
+            audio, truth = np.concatenate([x for _, x in clips]), [Path(p).parent.name for p, _ in clips]
+        window, hop = evaluate.window_and_hop(model.cfg)
+        probs, _ = evaluate.clip_probabilities(predict.model_fn(model, torch.device("cpu")), audio, offsets, window,
+                                               hop, int(model.cfg.train.eval_batch_size))
+        scores[d] = float(np.mean([model.classes[int(np.argmax(p))] == t for p, t in zip(probs, truth)]))
+    return scores, len(clips or [])
+
+
+def pick_of(recs: Sweep, trials) -> tuple[dict, list]:
+    """The leaderboard winner's config and its trials."""
+    w = board(recs, trials).winner
+    return config(w.params), list(w.members)
+
+
+def verdict(args, pick: tuple[dict, list], full: tuple[Sweep, list], n_val: int, scores: dict) -> dict:
+    """Is the pick the full grid's pick, or inside its 95 % interval; and both picks' held-out accuracy."""
+    fb = board(*full)
+    fw, mine = fb.winner, next(g for g in fb.groups if config(g.params) == pick[0])
     o = fw.objective
-    return {"halved_winner": config(hw.params), "full_winner": config(fw.params),
-            "same": config(hw.params) == config(fw.params), "halved_winner_full_rank": mine.rank,
-            "halved_winner_full_value": mine.objective.mean, "full_winner_value": o.mean,
-            "full_ci95": [o.lo, o.hi] if o.n > 1 else None,
-            "inside_ci95": bool(o.n > 1 and o.lo <= mine.objective.mean <= o.hi),
-            "full_winner_in_ladder": fate(decisions, fw)}
+    lo, hi = (o.lo, o.hi) if o.n > 1 else wilson(o.mean, n_val)
+    held = sum(scores[str(t.dir)] for t in pick[1]) / len(pick[1])
+    held_full = sum(scores[str(t.dir)] for t in fw.members) / len(fw.members)
+    se = math.sqrt(held_full * (1 - held_full) / scores["n"])
+    return {"pick": pick[0], "full_pick": config(fw.params), "same": pick[0] == config(fw.params),
+            "pick_full_rank": mine.rank, "pick_full_value": mine.objective.mean, "full_value": o.mean,
+            "full_ci95": [lo, hi], "inside_ci95": lo <= mine.objective.mean <= hi,
+            "heldout": held, "heldout_full": held_full, "heldout_se": se, "n_heldout": scores["n"],
+            "heldout_within_se": held >= held_full - se}
 
 
-def run(args: argparse.Namespace) -> dict:
-    spec = halving.Spec(args.eta, args.min_epochs, args.epochs)
-    shared = args.out / "task11"
-    out = {"settings": {k: str(v) for k, v in vars(args).items()}, "rungs": spec.rungs}
-    wall_h0 = sweep(args, "task11", "seed=0", halved=True)
-    ladder0 = records.read_json(shared / halving.LADDER)["decisions"]
-    recs, t0 = trials_of(shared, lambda p: p.get("seed") == 0)
-    real0 = {"wall_s": wall_h0, "epochs": sum(len(t.history()) for t in t0),
-             "trial_time_s": sum(float(t.get("wall_time_s") or 0) for t in t0),
-             "winner": config(board(recs, t0).winner.params)}
-    out["full_wall_s"] = sweep(args, "task11", "hydra.sweeper.repeats=3", "seed=0", halved=False)
-    out["task11"] = []
-    for s in range(3):
-        recs, ts = trials_of(shared, lambda p, s=s: p.get("seed") == s)
-        decisions, survivors = replay(ts, spec)
-        row = {"seed": s, "ladder": [d["n"] for d in decisions] + [decisions[-1]["keep"]],
-               "epochs_halved": spec.epochs_trained(len(ts)), "epochs_full": sum(len(t.history()) for t in ts),
-               "epoch_time_halved_s": halved_cost(ts, decisions, spec),
-               "epoch_time_full_s": sum(r.get("time_s", 0) for t in ts for r in t.history()),
-               "trial_time_full_s": sum(float(t.get("wall_time_s") or 0) for t in ts),
-               **verdict(board(recs, survivors), board(recs, ts), decisions)}
-        if s == 0:
-            row["real_run"] = {**real0, "ladder_matches_replay": same_ladder(ladder0, decisions),
-                               "winner_matches_replay": real0["winner"] == row["halved_winner"]}
-        out["task11"].append(row)
-        print(json.dumps(row), flush=True)
-    wall_r = sweep(args, "repeats", "l2=1e-4", "hydra.sweeper.repeats=3", "seed=0", halved=True)
-    rrecs, rt = trials_of(args.out / "repeats", lambda p: True)
-    frecs, ft = trials_of(shared, lambda p: p.get("l2") == 1e-4)
-    decisions, _ = replay(ft, spec)
-    out["repeats"] = {"ladder": [d["n"] for d in decisions] + [decisions[-1]["keep"]], "wall_s": wall_r,
-                      "epochs_halved": sum(len(t.history()) for t in rt), "epochs_full": sum(len(t.history()) for t in ft),
-                      "trial_time_halved_s": sum(float(t.get("wall_time_s") or 0) for t in rt),
-                      "trial_time_full_s": sum(float(t.get("wall_time_s") or 0) for t in ft),
-                      "ladder_matches_replay": same_ladder(records.read_json(args.out / "repeats" / halving.LADDER)
-                                                           ["decisions"], decisions),
-                      **verdict(board(rrecs, rt), board(frecs, ft), decisions)}
-    print(json.dumps(out["repeats"]), flush=True)
+def real_row(args, name: str, subdir: str, full, n_val: int, scores: dict) -> dict:
+    """A halved procedure run for real in its own directory, against the full grid's same trials."""
+    recs = read_sweep(args.out / subdir)
+    ladder = records.read_json(args.out / subdir / halving.LADDER)
+    spec = halving.Spec(ladder["eta"], ladder["min_epochs"], ladder["epochs"], ladder["noise"], ladder["budget"])
+    decisions, _ = replay(full[1], spec)
+    return {"procedure": name, "rule": rule(spec, "run"), "spec": vars(spec),
+            "rungs": spec.rungs, "ladder": [d["n"] for d in ladder["decisions"]] + [ladder["decisions"][-1]["keep"]],
+            "epochs_halved": sum(len(t.history()) for t in recs.trials), "epochs_full": sum(len(t.history()) for t in full[1]),
+            "time_halved_s": sum(float(t.get("wall_time_s") or 0) for t in recs.trials),
+            "time_full_s": sum(float(t.get("wall_time_s") or 0) for t in full[1]),
+            "ladder_matches_replay": ladder_ids(ladder["decisions"]) == ladder_ids(decisions),
+            "full_pick_in_ladder": fate(ladder["decisions"], config(board(*full).winner.params), recs.trials),
+            **verdict(args, pick_of(recs, recs.trials), full, n_val, scores)}
+
+
+def rule(spec: halving.Spec, how: str) -> str:
+    name = "old: plain" if spec.noise == 0 and spec.min_epochs == 1 else "plain" if spec.noise == 0 else \
+        f"noise {spec.noise:g}" + (f", budget {spec.budget:g}" if spec.budget < 1 else ", no budget")
+    return f"{name}, min_epochs {spec.min_epochs} ({how})"
+
+
+def replay_row(args, name: str, spec: halving.Spec, full, n_val: int, scores: dict) -> dict:
+    decisions, survivors = replay(full[1], spec)
+    return {"procedure": name, "rule": rule(spec, "replayed"),
+            "rungs": spec.rungs, "ladder": [d["n"] for d in decisions] + [decisions[-1]["keep"]],
+            "epochs_halved": replay_epochs(full[1], decisions, spec), "epochs_full": sum(len(t.history()) for t in full[1]),
+            "full_pick_in_ladder": fate(decisions, config(board(*full).winner.params), full[1]),
+            **verdict(args, pick_of(full[0], survivors), full, n_val, scores)}
+
+
+def horizon(full) -> list[int]:
+    """Rank of the full grid's pick by each epoch's rung value (best up to that epoch, mean over seeds)."""
+    recs, trials = full
+    w = config(board(recs, trials).winner.params)
+    groups: dict[str, list] = {}
+    for t in trials:
+        groups.setdefault(json.dumps(config(t.params)), []).append(t)
+    ranks = []
+    for e in range(1, max(len(t.history()) for t in trials) + 1):
+        v = {k: sum(halving.rung_value(t.history(), OBJ, MODE, e) for t in ts) / len(ts) for k, ts in groups.items()}
+        ranks.append(sorted(v, key=lambda k: (-v[k], k)).index(json.dumps(w)) + 1)
+    return ranks
+
+
+def run(args) -> dict:
+    out = {"settings": {k: str(v) for k, v in vars(args).items()}, "rows": [], "horizon": {}}
+    out["full_wall_s"] = sweep(args, "full", "hydra.sweeper.repeats=3", "seed=0", halved=False)
+    for name, subdir, extra, keep in PROCEDURES:
+        out.setdefault("wall_s", {})[name] = sweep(args, subdir, *extra, halved=True)
+    allrecs = read_sweep(args.out / "full")
+    n_val = next(t.get("n_val_clips") for t in allrecs.trials)
+    dirs = [t.dir for sub in ["full"] + [p[1] for p in PROCEDURES] for t in read_sweep(args.out / sub).trials]
+    scores, out["n_heldout"] = heldout_scores(args, dirs)
+    scores["n"] = out["n_heldout"]
+    for name, subdir, extra, keep in PROCEDURES:
+        full = (allrecs, [t for t in allrecs.trials if keep(t.params)])
+        out["horizon"][name] = horizon(full)
+        new = real_row(args, name, subdir, full, n_val, scores)
+        m, z = new["spec"]["min_epochs"], new["spec"]["noise"]
+        specs = [halving.Spec(args.eta, 1, args.epochs), halving.Spec(args.eta, m, args.epochs),
+                 halving.Spec(args.eta, m, args.epochs, z, 1.0)]
+        rows = [replay_row(args, name, spec, full, n_val, scores) for spec in specs] + [new]
+        out["rows"] += rows
+        for r in rows:
+            print(json.dumps(r), flush=True)
+    out["n_val"] = n_val
     return out
 
 
@@ -156,51 +246,50 @@ def _cfg(c: dict) -> str:
 
 
 def markdown(res: dict) -> str:
-    st, real = res["settings"], res["task11"][0]["real_run"]
-    rep = res["repeats"]
+    st = res["settings"]
     lines = [f"Successive halving vs the full grid: preset={st['preset']}, {st['epochs']} epochs, eta={st['eta']}, "
-             f"min_epochs={st['min_epochs']} (rungs {res['rungs']}), train.threads={st['threads']}, data {st['data']}",
-             "", "| procedure | ladder | epochs halved / full | time halved / full | halved winner (its full rank) "
-             "| full winner | same winner? | full winner in the ladder |", "|---|---|---|---|---|---|---|---|"]
-    for r in res["task11"]:
-        how = "run" if r["seed"] == 0 else "replayed"
-        t_h, t_f = (real["trial_time_s"], r["trial_time_full_s"]) if r["seed"] == 0 else \
-            (r["epoch_time_halved_s"], r["epoch_time_full_s"])
-        kind = "trial" if r["seed"] == 0 else "epoch"
-        lines.append(f"| task11 seed {r['seed']} ({how}) | {r['ladder']} | {r['epochs_halved']} / {r['epochs_full']} = "
-                     f"{r['epochs_halved'] / r['epochs_full']:.2f} | {kind} {t_h:.0f} / {t_f:.0f} s = {t_h / t_f:.2f} | "
-                     f"{_cfg(r['halved_winner'])} {r['halved_winner_full_value']:.3f} (#{r['halved_winner_full_rank']}) | "
-                     f"{_cfg(r['full_winner'])} {r['full_winner_value']:.3f} | {'yes' if r['same'] else 'no'} | "
-                     f"{r['full_winner_in_ladder']} |")
-    ci = rep["full_ci95"]
-    same = "yes" if rep["same"] else ("no, but inside the winner's 95% CI" if rep["inside_ci95"] else "no")
-    lines.append(f"| repeats: 9 configs x 3 seeds (run) | {rep['ladder']} | {rep['epochs_halved']} / {rep['epochs_full']} = "
-                 f"{rep['epochs_halved'] / rep['epochs_full']:.2f} | trial {rep['trial_time_halved_s']:.0f} / "
-                 f"{rep['trial_time_full_s']:.0f} s = {rep['trial_time_halved_s'] / rep['trial_time_full_s']:.2f} | "
-                 f"{_cfg(rep['halved_winner'])} {rep['halved_winner_full_value']:.3f} (#{rep['halved_winner_full_rank']}) | "
-                 f"{_cfg(rep['full_winner'])} {rep['full_winner_value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {same} | "
-                 f"{rep['full_winner_in_ladder']} |")
-    hits = sum(r["same"] for r in res["task11"])
-    lines += ["", f"task11: the halved winner is the full grid's winner in {hits} of 3 seeds.",
-              f"Real halved runs: task11 seed 0 driver {real['wall_s']:.0f} s, ladder = replay: "
-              f"{real['ladder_matches_replay']}; repeats driver {rep['wall_s']:.0f} s, ladder = replay: "
-              f"{rep['ladder_matches_replay']}. Full grid (54 trials, seed 0's stopped trials resumed): driver "
-              f"{res['full_wall_s']:.0f} s."]
+             f"train.threads={st['threads']}, data {st['data']} ({res['n_val']} val clips), held out: {st['heldout']} "
+             f"({res['n_heldout']} clips)", "",
+             "| procedure | rule | rungs: configs | epochs halved / full | pick: full rank, val acc | full pick, val acc "
+             "[95 % CI] | same or inside CI | held-out acc: pick / full pick (1 SE) | full pick in the ladder |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        ok = "same" if r["same"] else "inside" if r["inside_ci95"] else "**no**"
+        held = f"{r['heldout']:.3f} / {r['heldout_full']:.3f} ({r['heldout_se']:.3f})"
+        held += "" if r["heldout_within_se"] else " **no**"
+        lines.append(f"| {r['procedure']} | {r['rule']} | {', '.join(f'{e}: {n}' for e, n in zip(r['rungs'], r['ladder']))} "
+                     f"| {r['epochs_halved']} / {r['epochs_full']} = {r['epochs_halved'] / r['epochs_full']:.2f} "
+                     f"| {_cfg(r['pick'])} #{r['pick_full_rank']}, {r['pick_full_value']:.3f} "
+                     f"| {_cfg(r['full_pick'])} {r['full_value']:.3f} [{r['full_ci95'][0]:.3f}, {r['full_ci95'][1]:.3f}] "
+                     f"| {ok} | {held} | {r['full_pick_in_ladder']} |")
+    lines.append("")
+    for r in res["rows"]:
+        if "ladder_matches_replay" in r:
+            lines.append(f"- {r['procedure']} (run): trial time halved / full {r['time_halved_s']:.0f} / "
+                         f"{r['time_full_s']:.0f} s = {r['time_halved_s'] / r['time_full_s']:.2f}; ladder = its replay: "
+                         f"{r['ladder_matches_replay']}; driver {res['wall_s'][r['procedure']]:.0f} s")
+    lines += [f"- full grid's pick, rank per epoch (best up to the epoch): {name}: {ranks}"
+              for name, ranks in res["horizon"].items()]
+    lines.append(f"- full grid (54 trials): driver {res['full_wall_s']:.0f} s in this run (0 when its records were "
+                 "already there: a rerun skips finished trials)")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO / "data" / "demo")
+    ap.add_argument("--heldout", type=Path, default=REPO / "data" / "heldout")
     ap.add_argument("--preset", default="demo")
-    ap.add_argument("--epochs", type=int, default=9)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--eta", type=int, default=3)
-    ap.add_argument("--min-epochs", type=int, default=1)
+    ap.add_argument("--min-epochs", type=int, default=None, help="first rung of the halved runs (default: the sweeper's)")
+    ap.add_argument("--noise", type=float, default=None, help="noise margin of the halved runs (default: the sweeper's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per trial (1: best on a shared machine)")
     ap.add_argument("--out", type=Path, default=REPO / "sweeps" / "bench_halving")
     args = ap.parse_args()
-    args.data, args.out = args.data.resolve(), args.out.resolve()
+    args.data, args.heldout, args.out = args.data.resolve(), args.heldout.resolve(), args.out.resolve()
     t0 = time.perf_counter()
+    ensure_heldout(args)
     res = run(args)
     res["total_s"] = time.perf_counter() - t0
     records.write_json(REPO / "bench_halving.json", res)

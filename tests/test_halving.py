@@ -78,10 +78,68 @@ def test_check_names_the_bad_setting(eta, min_epochs, epochs, objectives, expect
 
 def test_plan_lines_count_epochs_per_rung_and_the_total():
     lines = halving.plan_lines(halving.Spec(3, 1, 9), 18)
-    assert lines == ["  rung 0: 18 config(s) x 1 seed(s) to epoch 1 (+1 epochs each)",
-                     "  rung 1: 6 config(s) x 1 seed(s) to epoch 3 (+2 epochs each)",
-                     "  rung 2: 2 config(s) x 1 seed(s) to epoch 9 (+6 epochs each)",
-                     "  total: 42 trained epochs vs 162 for the full grid (0.26x)"]
+    assert lines[:4] == ["  rung 0: 18 config(s) x 1 seed(s) to epoch 1 (+1 epochs each)",
+                         "  rung 1: 6 config(s) x 1 seed(s) to epoch 3 (+2 epochs each)",
+                         "  rung 2: 2 config(s) x 1 seed(s) to epoch 9 (+6 epochs each)",
+                         "  total: 42 trained epochs vs 162 for the full grid (0.26x)"]
+    # a first rung at epoch 1 of 9 and no noise margin: both warned about, with their reason
+    assert lines[4].startswith("  warning: rung 0 at epoch 1 sits before 0.25 of train.epochs (9), where learning "
+                               "curves still cross") and lines[4].endswith("the default min_epochs, 3, is past it")
+    assert not any("sits before" in line for line in halving.plan_lines(halving.Spec(3, 3, 9), 18))
+    assert any("sits before" in line for line in halving.plan_lines(halving.Spec(3, 3, 15), 18))
+    assert lines[5].startswith("  warning: noise=0: configs are stopped on gaps") and len(lines) == 6
+
+
+def test_plan_lines_with_the_noise_margin_and_its_budget():
+    lines = halving.plan_lines(halving.Spec(3, 4, 15, 1.0, 0.5), 18)
+    assert lines == ["  rung 0: 18 config(s) x 1 seed(s) to epoch 4 (+4 epochs each)",
+                     "  rung 1: 6 config(s) x 1 seed(s) to epoch 12 (+8 epochs each)",
+                     "  rung 2: 2 config(s) x 1 seed(s) to epoch 15 (+3 epochs each)",
+                     "  total: 126 trained epochs vs 270 for the full grid (0.47x)",
+                     "  noise margin 1 SE: configs below the cut by less go on too, up to 135 trained epochs "
+                     "(0.50x, budget 0.5)"]
+    # rungs at 5 and 15: the plain ladder alone (18 x 5 + 6 x 10 = 150 of 270) is over the budget
+    assert halving.plan_lines(halving.Spec(3, 5, 15, 1.0, 0.5), 18)[-1] == \
+        "  warning: the plain ladder alone trains 0.56x the full grid's epochs, more than budget 0.5"
+
+
+def test_first_rung_default_and_the_budget_room():
+    assert [halving.first_rung(None, e) for e in (4, 9, 15, 16)] == [1, 3, 4, 4]
+    assert halving.first_rung(2, 15) == 2
+    spec = halving.Spec(3, 4, 15, 1.0, 0.5)            # rungs 4, 12, 15; the budget is 135 config-epochs of 18
+    # at rung 0 (18 x 4 = 72 spent): n configs on to 12 cost 8n, then ceil(n/3) x 3; 72 + 8 x 7 + 3 x 3 = 137 > 135
+    assert spec.room([18]) == 6 and halving.Spec(3, 4, 15, 1.0, 0.51).room([18]) == 7
+    assert spec.room([18, 6]) == 5                       # 72 + 48 + 5 x 3 = 135
+    assert spec.room([18, 8]) == 3                       # 72 + 64 is over already: never fewer than ceil(8/3)
+    assert halving.Spec(3, 4, 15, 1.0, 1.0).room([18]) == 18
+    assert halving.Spec(3, 1, 9, 1.0, 0.3).room([18, 6]) == 3      # 18 + 12 + 3 x 6 = 48 <= 48.6
+
+
+def test_decide_rung_caps_what_goes_on_inside_the_noise_by_the_budget():
+    from gridtune.halving_noise import Noise
+    values = {f"t{i:02d}": 0.5 - 0.005 * i for i in range(18)}       # all inside a 66-clip margin
+    members = {t: t.upper() for t in values}
+    spec = halving.Spec(3, 4, 15, 1.0, 0.5)
+    d = halving.decide_rung(spec, [], members, values, "max", Noise(1.0, 66, True))
+    assert d["top"] == 6 and d["keep"] == spec.room([18]) == 6
+    spec = halving.Spec(3, 4, 15, 1.0, 0.6)
+    d = halving.decide_rung(spec, [], members, values, "max", Noise(1.0, 66, True))
+    assert d["keep"] == spec.room([18]) == 9 and d["promoted"] == sorted(values)[:9]
+    assert [g["why"] for g in d["ranking"][8:10]] == ["inside the noise", "inside the noise, but over the budget"]
+    assert halving.decide_rung(halving.Spec(3, 4, 15, 1.0, 1.0), [], members, values, "max",
+                               Noise(1.0, 66, True))["keep"] == 18
+    over = d["ranking"][9]
+    assert halving.stop_reason(0, over, 18) == (f"stopped at rung 0: rank 10 of 18, {over['gap']:.4f} worse than the cut "
+                                                f"{over['cut']:.4f}, noise margin {over['margin']:.4f}, over the budget")
+
+
+@pytest.mark.parametrize("budget", [0, -0.1, 1.5, float("nan"), "0.5", None])
+def test_check_refuses_a_bad_budget(budget):
+    assert halving.check(3, 1, {9}, {"val/acc"}, 1.0, budget) == [
+        f"hydra.sweeper.halving.budget={budget!r}: must be a number in (0, 1] (a fraction of the full grid's epochs)"]
+    assert halving.check(3, None, {9}, {"val/acc"}, 1.0, 1) == []
+    assert halving.check(3, None, {1}, {"val/acc"}, 1.0, 0.5) == [
+        "train.epochs=1: too few epochs for a ladder (the first rung must come before it)"]
 
 
 def _trial(sweep, tid, status, value, lr, rung=None, epochs=9, rank=2):
@@ -89,8 +147,8 @@ def _trial(sweep, tid, status, value, lr, rung=None, epochs=9, rank=2):
            "metrics": {"val/acc": value, "val/loss": 1.0}, "epochs_run": epochs, "objective": "val/acc",
            "objective_mode": "max"}
     if rung is not None:
-        rec.update(stop_reason=halving.stop_reason(rung, rank, 3), halving={"rung": rung, "epoch": 3 ** rung,
-                                                                               "value": value, "rank": rank, "of": 3})
+        g = {"rank": rank, "value": value}
+        rec.update(stop_reason=halving.stop_reason(rung, g, 3), halving=halving.stop_record(rung, 3 ** rung, g, 3))
     records.write_json(sweep / tid / records.RESULT, rec)
 
 
@@ -135,3 +193,20 @@ def test_a_paused_trial_resumes_to_the_metrics_of_an_uninterrupted_run(demo_root
                           for r in rows]
     assert strip(records.read_history(tmp_path / "cut" / records.HISTORY)) == \
         strip(records.read_history(tmp_path / "whole" / records.HISTORY))
+
+
+def test_leaderboard_status_says_why_a_config_was_stopped(tmp_path):
+    from gridtune.halving_noise import Noise
+    from gridtune.report import render
+    d = halving.decide({"s1": "A", "r0": "B"}, {"s1": 0.5, "r0": 0.2}, 2, "max", Noise(1.0, 66, True))
+    g = d["ranking"][1]
+    _trial(tmp_path, "s1", "ok", 0.50, 1e-3)
+    rec = {"trial_id": "r0", "status": "stopped", "params": {"lr": 1e-4, "dropout": 0.5, "seed": 0},
+           "metrics": {"val/acc": 0.2}, "epochs_run": 1, "objective": "val/acc", "objective_mode": "max",
+           "stop_reason": halving.stop_reason(0, g, 2), "halving": halving.stop_record(0, 1, g, 2)}
+    records.write_json(tmp_path / "r0" / records.RESULT, rec)
+    board = build(read_sweep(tmp_path), "val/acc", "max")
+    assert render.group_status(board.groups[1]) == (
+        f"stopped at rung 0 (epoch 1, value 0.2000): rank 2 of 2, 0.3000 worse than the cut 0.5000, "
+        f"noise margin {g['margin']:.4f}")
+    assert rec["stop_reason"] == f"stopped at rung 0: rank 2 of 2, 0.3000 worse than the cut 0.5000, noise margin {g['margin']:.4f}"

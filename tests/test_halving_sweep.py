@@ -16,8 +16,9 @@ from gridtune.config import trial_id
 
 from conftest import REPO, compose
 
+# noise=0: the plain top-1/eta ladder these tests recompute (the noise margin: test_noise_margin_ladder...)
 GRID = ("preset=debug", "train.epochs=4", "lr=1e-3,1e-4", "dropout=0.3,0.5", "train.threads=1",
-        "hydra.sweeper.halving.eta=2", "hydra.sweeper.halving.min_epochs=1")
+        "hydra.sweeper.halving.eta=2", "hydra.sweeper.halving.min_epochs=1", "hydra.sweeper.halving.noise=0")
 EPOCH_LINE = re.compile(r"^\[gridtune\] (\w+) epoch (\d+)/\d+ ", re.M)
 
 
@@ -66,9 +67,13 @@ def test_halved_sweep_promotes_exactly_the_top_trials(reference, demo_root, run_
         t: 4 if t in survivor else 2 if t in ladder["decisions"][1]["stopped"] else 1
         for t in res}
     first = ladder["decisions"][0]
+    at1 = {t: max(r["val/acc"] for r in hist[t] if r["epoch"] == 1) for t in hist}
+    cut = at1[first["ranking"][1]["trial_ids"][0]]              # the last of the top 2 at epoch 1
     for g in first["ranking"][2:]:
         rec = res[g["trial_ids"][0]]
-        assert rec["status"] == "stopped" and rec["stop_reason"] == f"stopped at rung 0: rank {g['rank']} of 4"
+        gap = cut - at1[g["trial_ids"][0]]
+        assert rec["status"] == "stopped" and rec["stop_reason"] == (
+            f"stopped at rung 0: rank {g['rank']} of 4, {gap:.4f} worse than the cut {cut:.4f}, noise margin 0.0000")
         assert rec["metrics"]["val/acc"] == max(r["val/acc"] for r in hist[g["trial_ids"][0]])
     assert sum(len(h) for h in hist.values()) == halving.Spec(2, 1, 4).epochs_trained(4) == 8
     # the trial ids (directories) are those of the grid without halving
@@ -165,3 +170,47 @@ def test_bad_halving_settings_launch_nothing(run_gridtune, demo_root, tmp_path, 
     assert lines[0].startswith("gridtune: 1 problem(s)") and len(lines) == 2, r.stderr[-2000:]
     assert message in lines[-1] and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_noise_margin_ladder_keeps_what_the_val_set_cannot_separate(demo_root, tmp_path, run_gridtune):
+    """With the noise margin on, the ladder recomputed here from the records (binomial SE on the val
+    clips result.json records, Agresti-Coull) matches halving.json, whose every config says why."""
+    r = run_gridtune("-m", "preset=debug", "train.epochs=4", "lr=1e-3,1e-4,3e-3", "dropout=0.3,0.5", "train.threads=1",
+                     "hydra.sweeper.halving.eta=2", "hydra.sweeper.halving.min_epochs=1", "hydra.sweeper.halving.noise=0.2",
+                     "hydra.sweeper.halving.budget=1", "sweep_name=noisy", f"out_root={tmp_path}", f"data.root={demo_root}")
+    sweep = tmp_path / "noisy"
+    ladder, hist = records.read_json(sweep / halving.LADDER), _histories(sweep)
+    res = {t: records.read_json(sweep / t / records.RESULT) for t in hist}
+    counts = {rec["n_val_clips"] for rec in res.values()}
+    assert len(counts) == 1
+    n = counts.pop()
+    assert 0 < n < 66
+    var = lambda v: ((v * n + 2) / (n + 4)) * (1 - (v * n + 2) / (n + 4)) / (n + 4)
+    members = sorted(hist)
+    for d, epoch in zip(ladder["decisions"], (1, 2)):
+        value = {t: max(row["val/acc"] for row in hist[t] if row["epoch"] <= epoch) for t in members}
+        ranked = sorted(members, key=lambda t: (-round(value[t], 12), t))
+        cut = value[ranked[-(-len(ranked) // 2) - 1]]
+        kept = [t for i, t in enumerate(ranked) if i < -(-len(ranked) // 2)
+                or cut - value[t] < 0.2 * (var(value[t]) + var(cut)) ** 0.5]
+        assert d["promoted"] == sorted(kept) and d["noise"] == {"z": 0.2, "n_val": n, "binomial": True}
+        assert all({"value", "cut", "gap", "se", "margin", "why"} <= set(g) for g in d["ranking"])
+        for g in d["ranking"]:
+            if not g["promoted"]:
+                rec = res[g["trial_ids"][0]]
+                assert rec["status"] == "stopped" and rec["halving"]["margin"] == pytest.approx(g["margin"])
+                assert rec["stop_reason"] == halving.stop_reason(d["rung"], g, d["n"])
+        members = sorted(kept)
+    assert {t: len(h) for t, h in hist.items()} == {t: 4 if t in members else res[t]["halving"]["epoch"] for t in hist}
+    assert "noise margin 0.2 SE" in r.stdout
+
+
+def test_bad_noise_or_budget_launches_nothing(run_gridtune, demo_root, tmp_path):
+    for setting, message in (("hydra.sweeper.halving.noise=-1", "hydra.sweeper.halving.noise=-1.0: must be a number >= 0"),
+                             ("hydra.sweeper.halving.budget=1.5", "hydra.sweeper.halving.budget=1.5: must be a number in (0, 1]")):
+        r = run_gridtune("-m", *GRID[:4], "hydra.sweeper.halving.eta=2", setting, f"out_root={tmp_path}",
+                         f"data.root={demo_root}", check=False)
+        lines = [line for line in r.stderr.splitlines() if line.startswith("gridtune:")]
+        assert r.returncode == 2 and len(lines) == 2 and message in lines[-1], r.stderr[-2000:]
+        assert not any(tmp_path.iterdir())

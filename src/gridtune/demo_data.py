@@ -13,7 +13,11 @@ by recording is meaningful. Notes are played by the sampled instruments of prett
 TimGM6mb.sf2 through tinysoundfont, offline into a numpy buffer (no audio device). Output is
 byte-identical for a given seed; files from an earlier run that this run did not write are removed.
 
-    python -m gridtune.demo_data --out data/demo [--seed 0] [--per-class 24] [--test-clips 12]
+    python -m gridtune.demo_data --out data/demo [--seed 0] [--per-class 24] [--test-clips 12] [--track-offset 0]
+
+A second render meant as held-out data (recordings a sweep on the first never saw) takes another
+`--seed` and a `--track-offset` of at least `track_span(per_class)` of the first render, so no track
+id (the recording, which the train/val split groups by) occurs in both.
 
 Rendering needs `pip install --no-deps tinysoundfont==0.3.7` (its pyaudio dependency is only for
 live playback).
@@ -56,6 +60,8 @@ SCALES = ((0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10), (0, 2, 3, 5, 7, 9, 10)
 TITLES = ("Paper Lanterns", "Slow River Song", "Harbour Lights", "The Glass Orchard", "Cinder Road",
           "Winter Postcard", "Blue Kite", "Marrow and Moss", "Late Tram Home", "Salt in the Wind",
           "Copper Bells", "Quiet Engine")
+# Track ids: the first of a class drawn in [1, FIRST_TRACK), each next one 1 to STEP_TRACK - 1 higher.
+FIRST_TRACK, STEP_TRACK = 2000, 40
 TRAIN_DIR = "IRMAS-TrainingData"
 TEST_DIR = "IRMAS-TestingData-Part1/Part1"
 MANIFEST = ".gridtune_demo.json"
@@ -163,21 +169,28 @@ def _normalize(audio: np.ndarray, rng) -> np.ndarray:
     return audio * (10 ** (rng.uniform(-9, -1) / 20) / max(float(np.abs(audio).max()), 1e-9))
 
 
+def track_span(per_class: int) -> int:
+    """Track ids of a render with track_offset 0 lie in [1, track_span): a render whose
+    track_offset is at least this cannot share a track id with it."""
+    return FIRST_TRACK + STEP_TRACK * -(-per_class // EXCERPTS)
+
+
 def generate(out: Path, *, seed: int = 0, per_class: int = 24, test_clips: int = 12,
-             sample_rate: int = 44100, seconds: float = 3.0) -> dict:
+             sample_rate: int = 44100, seconds: float = 3.0, track_offset: int = 0) -> dict:
     """Write the demo dataset under `out`. `per_class` counts training excerpts per class and is
-    rounded up to whole recordings of EXCERPTS clips. Returns counts and paths."""
+    rounded up to whole recordings of EXCERPTS clips; `track_offset` is added to every track id.
+    Returns counts and paths."""
     start, out, sr = time.perf_counter(), Path(out), int(sample_rate)
     sf_data, written = soundfont_path().read_bytes(), []
     n_rec, clip = -(-per_class // EXCERPTS), round(seconds * sr)
     for c, cls in enumerate(CLASSES):
         names = np.random.default_rng([seed, 0, c])  # names per class, apart from the audio draws
-        track = int(names.integers(1, 2000))
+        track = track_offset + int(names.integers(1, FIRST_TRACK))
         for r in range(n_rec):
             rng = np.random.default_rng([seed, 1, c, r])
             genre = "cla" if (cls == "cla" and r == 0) else GENRES[rng.integers(len(GENRES))]
             drums = bool(rng.random() < DRUM_ODDS[genre])
-            track += int(names.integers(1, 40))
+            track += int(names.integers(1, STEP_TRACK))
             stem = f"[{cls}][{genre}]{track:04d}"
             if r % 2:  # alternate the two IRMAS name forms so both always occur
                 prefix = int(names.integers(1, 250))
@@ -214,7 +227,8 @@ def generate(out: Path, *, seed: int = 0, per_class: int = 24, test_clips: int =
     summary = {"out": str(out), "seed": seed, "sample_rate": sr, "classes": list(CLASSES),
                "train_dir": str(out / TRAIN_DIR), "test_dir": str(out / TEST_DIR),
                "train_recordings": n_rec * len(CLASSES), "train_clips": n_rec * EXCERPTS * len(CLASSES),
-               "per_class": n_rec * EXCERPTS, "test_clips": test_clips, "files": rel}
+               "per_class": n_rec * EXCERPTS, "test_clips": test_clips, "track_offset": track_offset,
+               "files": rel}
     atomic_write_text(out / MANIFEST, json.dumps(summary, indent=1) + "\n")
     return {**summary, "seconds_taken": round(time.perf_counter() - start, 2)}
 
@@ -226,9 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-class", type=int, default=24, help="training excerpts per class (x3 rounded up)")
     ap.add_argument("--test-clips", type=int, default=12)
     ap.add_argument("--sample-rate", type=int, default=44100)
+    ap.add_argument("--track-offset", type=int, default=0,
+                    help="added to every track id; a held-out render takes >= the first render's span "
+                         "(2000 + 40 x recordings per class) so no recording is in both")
     a = ap.parse_args(argv)
+    if a.track_offset < 0:
+        ap.error(f"--track-offset={a.track_offset}: must be >= 0")
     s = generate(a.out, seed=a.seed, per_class=a.per_class, test_clips=a.test_clips,
-                 sample_rate=a.sample_rate)
+                 sample_rate=a.sample_rate, track_offset=a.track_offset)
     print(f"demo data: {s['train_clips']} train clips ({s['train_recordings']} recordings, "
           f"{len(CLASSES)} classes), {s['test_clips']} test clips -> {s['out']} in {s['seconds_taken']} s")
 

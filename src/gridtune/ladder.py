@@ -54,9 +54,8 @@ def _mark_stopped(sweep_dir: Path, decision: dict, rung: int, epoch: int) -> Non
             rec = sweepdir.trial_record(sweep_dir / tid, tid)
             if rec is None or rec.get("status") in records.FINAL_STATUSES:
                 continue                   # a final record (diverged, or ok from a full run) stays as it is
-            rec.update(status="stopped", stop_reason=halving.stop_reason(rung, g["rank"], decision["n"]),
-                       halving={"rung": rung, "epoch": epoch, "value": g["value"], "rank": g["rank"],
-                                "of": decision["n"]})
+            rec.update(status="stopped", stop_reason=halving.stop_reason(rung, g, decision["n"]),
+                       halving=halving.stop_record(rung, epoch, g, decision["n"]))
             sweepdir.write_record(sweep_dir / tid, rec)
 
 
@@ -91,7 +90,8 @@ def run_ladder(spec: halving.Spec, trials: list[dict], sweep_dir: Path, objectiv
         if last:
             break
         values = {tid: halving.rung_value(sweepdir.history(sweep_dir / tid), objective, mode, epoch) for tid in recs}
-        decision = halving.decide({tid: keys[tid] for tid in recs}, values, spec.eta, mode)
+        decision = halving.decide_rung(spec, decisions, {tid: keys[tid] for tid in recs}, values, mode,
+                                       halving.Noise.of(spec.noise, objective, recs.values()))
         decisions.append({"rung": k, "epoch": epoch, **decision})
         halving.write_ladder(sweep_dir, spec, objective, mode, decisions, done=False)
         _mark_stopped(sweep_dir, decision, k, epoch)

@@ -31,7 +31,8 @@ def _cancel():
 def test_halved_sweep_runs_one_array_per_rung(demo_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     args = ["-m", "preset=debug", "train.epochs=4", "lr=1e-3,1e-4", "dropout=0.3,0.5", "launcher.trials_per_job=2",
-            "hydra.sweeper.halving.eta=2", "hydra.sweeper.halving.min_epochs=1", "sweep_name=halved",
+            "hydra.sweeper.halving.eta=2", "hydra.sweeper.halving.min_epochs=1", "hydra.sweeper.halving.noise=0",
+            "sweep_name=halved",
             f"out_root={tmp_path}", f"data.root={demo_root}", *LAUNCHER]
     r = subprocess.run([sys.executable, "-m", "gridtune.sweep", *args], cwd=REPO, capture_output=True, text=True,
                        timeout=900, env={**env, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"})

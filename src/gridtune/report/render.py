@@ -11,6 +11,7 @@ import csv
 import io
 import math
 
+from gridtune import halving
 from gridtune.knobs import title as knob_title
 from gridtune.report.leaderboard import Group, Leaderboard, Stat
 
@@ -67,13 +68,14 @@ def group_status(group: Group) -> str:
 
 
 def halving_status(group: Group) -> str | None:
-    """'stopped at rung k (epoch e, value v): rank r of n' for a config that halving stopped, else None."""
+    """'stopped at rung k (epoch e, value v): rank r of n' and, when recorded, its gap to the cut and
+    the noise margin (gridtune.halving.why), for a config that halving stopped, else None."""
     for t in group.members:
         h = t.get("halving") or {}
         if t.state == "stopped" and isinstance(h.get("rung"), int):
             value = f"{h['value']:.4f}" if isinstance(h.get("value"), (int, float)) else "-"
             return (f"stopped at rung {h['rung']} (epoch {h.get('epoch')}, value {value}): "
-                    f"rank {h.get('rank')} of {h.get('of')}")
+                    f"rank {h.get('rank')} of {h.get('of')}{halving.why(h)}")
     return None
 
 

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class HalvingConf:
     eta: Optional[int] = None                     # successive halving: keep the top 1/eta configs per rung (null: off)
-    min_epochs: int = 1                           # first rung's epochs; rungs at min_epochs * eta^k, then train.epochs
+    min_epochs: Optional[int] = None              # first rung (null: ceil(train.epochs/4)); rungs at min_epochs * eta^k
+    noise: float = 1.0                            # below the cut but within this many standard errors: goes on (0: off)
+    budget: float = 0.5                           # ... while the ladder trains <= this fraction of the full grid's epochs
 
 
 @dataclass
@@ -251,11 +253,15 @@ class GridtuneSweeper(Sweeper):
         if eta is None:
             return None
         epochs = {int(t["cfg"].train.epochs) for t in trials}
-        bad = halving.check(eta, self.halving.get("min_epochs"), epochs, {str(t["cfg"].objective) for t in trials})
+        h = {k: self.halving.get(k) for k in ("min_epochs", "noise", "budget")}
+        objectives = {str(t["cfg"].objective) for t in trials}
+        bad = halving.check(eta, h["min_epochs"], epochs, objectives, h["noise"], h["budget"])
         if bad:
             from gridtune.validation import refuse
             refuse(bad, "gridtune", "in the halving settings; nothing was launched")
-        return halving.Spec(int(eta), int(self.halving["min_epochs"]), epochs.pop())
+        e = epochs.pop()
+        return halving.Spec(int(eta), halving.first_rung(h["min_epochs"], e), e, float(h["noise"]),
+                            float(h["budget"]))
 
     # -- helpers --------------------------------------------------------------------------------
     def _fusion_order(self, todo, k: int):

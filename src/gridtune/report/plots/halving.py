@@ -22,6 +22,17 @@ def _curve(history: list[dict], key: str) -> tuple[list, list]:
     return [x for x, _ in rows], [y for _, y in rows]
 
 
+def _noise_note(ladder: dict) -> str:
+    """How the ladder treated configs just below the cut (ladders written before the noise rule have no key)."""
+    z = ladder.get("noise")
+    if not z:
+        return ""
+    kept = sum(g.get("why") == "inside the noise" for d in ladder.get("decisions") or [] for g in d["ranking"])
+    return (f", and so do those less than {z:g} standard error(s) of the difference below the last of them, "
+            f"while the ladder stays within {ladder.get('budget', 1):g} of the full grid's epochs "
+            f"({kept} such promotion(s))")
+
+
 def plot_ladder(board: Leaderboard, path: Path) -> PlotFile | None:
     ladder = halving.read_ladder(board.sweep_dir)
     if not ladder or not ladder.get("rungs"):
@@ -63,5 +74,6 @@ def plot_ladder(board: Leaderboard, path: Path) -> PlotFile | None:
     state = "complete" if ladder.get("complete") else "in progress"
     return PlotFile("halving", "Successive halving",
                     f"Ladder {state}: rungs at epochs {rungs}, configs per rung {sizes}. A config is ranked at a rung "
-                    f"on its best {obj} up to the rung epoch (mean over seeds); the top 1/{ladder.get('eta')} go on.",
+                    f"on its best {obj} up to the rung epoch (mean over seeds); the top 1/{ladder.get('eta')} go on"
+                    f"{_noise_note(ladder)}.",
                     save(fig, path))
