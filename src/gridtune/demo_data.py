@@ -216,21 +216,26 @@ def generate(out: Path, *, seed: int = 0, per_class: int = 24, test_clips: int =
         atomic_write_bytes(wav, _wav(audio, sr))
         atomic_write_text(wav.with_suffix(".txt"), "".join(f"{lab}\t\n" for lab in labels))
         written += [wav, wav.with_suffix(".txt")]
-    # Remove what an earlier run (other seed or size) wrote and this one did not; touch nothing else.
     rel = sorted(str(p.relative_to(out)) for p in written)
-    try:
-        stale = set(json.loads((out / MANIFEST).read_text())["files"]) - set(rel)
-    except (OSError, ValueError, KeyError, TypeError):
-        stale = set()
-    for name in stale:
-        (out / name).unlink(missing_ok=True)
     summary = {"out": str(out), "seed": seed, "sample_rate": sr, "classes": list(CLASSES),
                "train_dir": str(out / TRAIN_DIR), "test_dir": str(out / TEST_DIR),
                "train_recordings": n_rec * len(CLASSES), "train_clips": n_rec * EXCERPTS * len(CLASSES),
                "per_class": n_rec * EXCERPTS, "test_clips": test_clips, "track_offset": track_offset,
                "files": rel}
-    atomic_write_text(out / MANIFEST, json.dumps(summary, indent=1) + "\n")
+    publish(out, summary)
     return {**summary, "seconds_taken": round(time.perf_counter() - start, 2)}
+
+
+def publish(out: Path, summary: dict, manifest: str = MANIFEST) -> None:
+    """Write the render's manifest (its `files`, relative to `out`), after removing what an earlier
+    render there (another seed or size) wrote and this one did not; nothing else is touched."""
+    try:
+        stale = set(json.loads((out / manifest).read_text())["files"]) - set(summary["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        stale = set()
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
+    atomic_write_text(out / manifest, json.dumps(summary, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

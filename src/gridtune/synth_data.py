@@ -24,7 +24,6 @@ not write are removed.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -34,8 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gridtune.demo_data import CLASSES, EXCERPTS, GENRES, TRAIN_DIR
-from gridtune.records import atomic_write_text
+from gridtune.demo_data import CLASSES, EXCERPTS, GENRES, TRAIN_DIR, publish
 
 MANIFEST = ".gridtune_synth.json"
 TABLE = 2048            # wavetable length (a power of two: phases wrap with a mask)
@@ -260,16 +258,10 @@ def generate(out: Path, *, seed: int = 0, per_class: int = 610, sample_rate: int
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             parts = list(pool.map(_write_chunk, *zip(*[(str(out), seed, sample_rate, seconds, c) for c in chunks])))
     rel = sorted(p for part in parts for p in part)
-    try:
-        stale = set(json.loads((out / MANIFEST).read_text())["files"]) - set(rel)
-    except (OSError, ValueError, KeyError, TypeError):
-        stale = set()
-    for name in stale:
-        (out / name).unlink(missing_ok=True)
     summary = {"out": str(out), "seed": seed, "sample_rate": sample_rate, "seconds": seconds,
                "classes": list(CLASSES), "train_dir": str(out / TRAIN_DIR), "train_recordings": len(recs),
                "train_clips": len(rel), "per_class": n_rec * EXCERPTS, "files": rel}
-    atomic_write_text(out / MANIFEST, json.dumps(summary, indent=1) + "\n")
+    publish(out, summary, MANIFEST)
     return {**summary, "workers": workers, "seconds_taken": round(time.perf_counter() - start, 2)}
 
 
