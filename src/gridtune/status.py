@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from gridtune import sweepdir
+from gridtune import knobs, sweepdir
 from gridtune.slurm_view import annotate, job_ids, job_key, jobs_from_logs, slurm_view
 from gridtune.sweepdir import DONE, NEEDS_RERUN, STALE_AFTER_S, UNFINISHED, fmt_duration
 
@@ -138,11 +138,11 @@ def best_line(states: list[dict], mode: str | None) -> str:
     if not scored:
         return "best: none yet"
     best = (min if mode == "min" else max)(scored, key=lambda s: s["objective"])
-    values: dict[str, set] = {}
-    for s in states:
+    values: dict[str | None, set] = {}
+    for s in states:        # overrides read as the sweep read them (gridtune.knobs, Hydra's grammar)
         for o in s["overrides"]:
-            values.setdefault(str(o).partition("=")[0], set()).add(str(o))
-    axes = [o for o in best["overrides"] if len(values[str(o).partition("=")[0]]) > 1]
+            values.setdefault(knobs.key_of(str(o)), set()).add(str(o))
+    axes = [o for o in best["overrides"] if len(values[knobs.key_of(str(o))]) > 1]
     return f"best: {best['trial_id']}  {best['detail']}" + (f"  ({' '.join(axes)})" if axes else "")
 
 
