@@ -35,7 +35,7 @@ lock-check:  ## fail when uv.lock is out of date with pyproject.toml
 	@$(UV) lock --check --quiet 2>/dev/null || { echo "uv.lock is out of date with pyproject.toml: run 'make lock' and commit uv.lock" >&2; exit 1; }
 
 $(DATA)/IRMAS-TrainingData: $(BIN)/.installed
-	$(BIN)/python -m gridtune.demo_data --out $(DATA) --per-class 48 --test-clips 12
+	$(BIN)/python -m gridtune.data.demo --out $(DATA) --per-class 48 --test-clips 12
 
 data: $(DATA)/IRMAS-TrainingData  ## render the demo dataset (IRMAS layout, SoundFont instruments) into data/demo
 

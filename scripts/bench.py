@@ -109,8 +109,8 @@ def main(argv=None) -> dict:
     from bench_report import flag_effects, markdown
     from bench_steps import compose, half_dtype
 
-    from gridtune.engine import pick_device
-    from gridtune.runtime import set_cpu
+    from gridtune.train.engine import pick_device
+    from gridtune.train.runtime import set_cpu
     overrides = [*(QUICK_OVERRIDES if args.quick else ()), *args.override]
     cfg = compose(overrides)
     set_cpu(cfg)                                   # the thread count a trial would use
@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
     try:
         data_root = args.data
         if data_root is None:
-            from gridtune.demo_data import generate
+            from gridtune.data.demo import generate
             data_root = tmp / "data"
             generate(data_root, per_class=int(sizes["per_class"]), test_clips=0, seed=0)
             log(f"demo data: {sizes['per_class']} clips per class in {data_root}")
@@ -187,8 +187,8 @@ def run_sections(which: str, res: dict, data_root: Path, overrides, cfg, device,
                 lambda: section_data(data_root, overrides, device, sizes, log))
     if "c" in which:
         def overhead():
-            from gridtune import data
-            data.prepare(compose([f"data.root={data_root}", *overrides]))   # the cache is warm, as for a trial
+            from gridtune.data import feed
+            feed.prepare(compose([f"data.root={data_root}", *overrides]))   # the cache is warm, as for a trial
             return section_overhead(data_root, overrides, sizes)
         attempt("c", "c. per-trial fixed overhead (fresh process)", overhead)
     if "d" in which or "e" in which:

@@ -25,8 +25,9 @@ def overhead(params: dict, t_spawn: float) -> None:
     import torch
 
     import gridtune.sweep  # noqa: F401  (the Hydra app module every trial process imports)
-    from gridtune import data as data_mod, engine
-    from gridtune.loop import train_epoch
+    from gridtune.data import feed as data_mod
+    from gridtune.train import engine
+    from gridtune.train.loop import train_epoch
     stamps["imports"] = time.time()
     from bench_steps import compose, sync
     cfg = compose(params["overrides"])
@@ -65,7 +66,7 @@ def compile_variants(params: dict) -> None:
     import torch
 
     from bench_steps import compose, measure_variant
-    from gridtune.runtime import set_cpu
+    from gridtune.train.runtime import set_cpu
     cfg = compose(params["overrides"])
     set_cpu(cfg)
     device = torch.device(params["device"])
@@ -85,7 +86,7 @@ def sweep(args: list[str]) -> None:
     import atexit
     import os
 
-    from gridtune import cache
+    from gridtune.data import cache
     atexit.register(lambda: emit({"decodes": cache.DECODES, "pid": os.getpid()}))
     sys.argv = ["gridtune.sweep", *args]
     from gridtune.sweep import main

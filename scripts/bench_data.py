@@ -38,7 +38,7 @@ class LibrosaClips:
         f = self.f
         x, _ = librosa.load(self.root / self.paths[i], sr=self.sr, mono=True)
         x = x[:self.n] if len(x) >= self.n else np.pad(x, (0, self.n - len(x)))
-        # the same transform as gridtune.frontend.Features: slaney mel, power 2, reflect padding, 80 dB floor
+        # the same transform as gridtune.train.frontend.Features: slaney mel, power 2, reflect padding, 80 dB floor
         s = librosa.feature.melspectrogram(y=x, sr=self.sr, n_fft=int(f.n_fft), hop_length=int(f.hop_length),
                                            win_length=f.win_length, n_mels=int(f.n_mels), fmin=float(f.f_min),
                                            fmax=f.f_max, power=2.0, norm="slaney", htk=False, pad_mode="reflect")
@@ -66,7 +66,7 @@ def auto_flags(data_root: Path, overrides, device, tmp: Path, batch: int) -> dic
     from TrialRuns built exactly as a trial builds them, with launcher.trials_per_job 1 and 3."""
     import torch
 
-    from gridtune.engine import TrialRun
+    from gridtune.train.engine import TrialRun
     out = {}
     for k in (1, 3):
         cfg = compose([f"data.root={data_root}", *overrides, f"launcher.trials_per_job={k}"])
@@ -89,8 +89,8 @@ def section_data(data_root: Path, overrides, device, sizes: dict, log) -> dict:
     """b. real vs synthetic and f. gridtune vs naive, as samples/s over the same samples per round."""
     import torch
 
-    from gridtune import frontend
-    from gridtune.engine import TrialRun
+    from gridtune.train import frontend
+    from gridtune.train.engine import TrialRun
     batch, steps, rounds = sizes["batch"], sizes["data_steps"], sizes["rounds"]
     cfg = compose([f"data.root={data_root}", *overrides])
     if cfg.features.name != "logmel":

@@ -3,9 +3,9 @@
 Every arm trains the same 18 configs (dropout x lr x l2 of conf/sweep/task11.yaml, the default
 224x224 model) on the same synthetic log-mel batches with the trial's own SpecAugment, at the dtype
 and memory format a trial picks on this device (bf16 + channels_last on CUDA):
-  sequential  each trial alone with `gridtune.loop.train_epoch` (K = 18 trials in one process: no
+  sequential  each trial alone with `gridtune.train.loop.train_epoch` (K = 18 trials in one process: no
               start-up cost, the baseline), `warmup` + `steps` steps each, only `steps` timed;
-  fused B     the 18 trials in groups of B (2, 6, 18) with `gridtune.fused_loop.train_epoch`.
+  fused B     the 18 trials in groups of B (2, 6, 18) with `gridtune.train.fused.loop.train_epoch`.
 Reported per arm: the wall time of the timed steps of all 18 trials, and samples/s per model
 (18 · steps · batch / wall). Ratios are against the sequential arm of the same run.
 """
@@ -32,8 +32,8 @@ def _configs(overrides, n_trials: int):
 def _member(cfg, device, shape, n_classes: int, steps: int, channels_last: bool, weights):
     import torch
 
-    from gridtune.model import build_model
-    from gridtune.optim import build_optimizer, build_scheduler
+    from gridtune.train.model import build_model
+    from gridtune.train.optim import build_optimizer, build_scheduler
     torch.manual_seed(int(cfg.seed))
     model = build_model(cfg.model, n_classes, shape).to(device)
     if channels_last:
@@ -48,8 +48,9 @@ def section_fused(overrides, device, sizes: dict, log) -> dict:
     import torch
 
     from bench_steps import SyntheticData, sync
-    from gridtune import frontend, fused_loop, fusion, loop
-    from gridtune.fused_model import FusedCNN
+    from gridtune.train import frontend, loop
+    from gridtune.train.fused import loop as fused_loop, grouping
+    from gridtune.train.fused.model import FusedCNN
     batch, steps, warmup, size = int(sizes["fused_batch"]), int(sizes["fused_steps"]), int(sizes["fused_warmup"]), 224
     bs = [int(b) for b in str(sizes["fused_bs"]).split(",") if b.strip()]
     cfgs = _configs(overrides, int(sizes.get("fused_trials", 18)))
@@ -99,7 +100,7 @@ def section_fused(overrides, device, sizes: dict, log) -> dict:
     log(f"g. sequential {len(cfgs)} trials: {wall:.2f} s for {steps} step(s) each")
     del members
     for b in bs:
-        wall, parts = 0.0, fusion.split_evenly(list(range(len(cfgs))), b)
+        wall, parts = 0.0, grouping.split_evenly(list(range(len(cfgs))), b)
         try:
             for part in parts:
                 members = members_of(part)

@@ -10,13 +10,13 @@ pick scores on recordings the sweep never saw.
    (`--min-epochs`, `--noise`; unset: the sweeper's defaults): task11 with seed 0, 1 and 2, and the
    repeats grid.
 3. Three other rules replayed on the full grid's records with the driver's own decision function
-   (gridtune.halving.decide_rung reads only history rows up to each rung and the records' val
+   (gridtune.halving.policy.decide_rung reads only history rows up to each rung and the records' val
    count, so a replay is the ladder a real run decides; each real run is checked against its own
    replay): the old rule (noise 0, first rung at epoch 1), the plain rule at the runs' first rung,
    and the runs' noise margin without a budget.
 4. Every pick (the leaderboard winner of each procedure and of the full grid) is scored on the
    held-out render (`--heldout`; rendered when missing: the sweep data's size, its seed + 1, and
-   track ids past the sweep data's, `gridtune.demo_data --track-offset`): top-1 accuracy of the
+   track ids past the sweep data's, `gridtune.data.demo --track-offset`): top-1 accuracy of the
    trial's best model on all its training clips (`gridtune.predict`); a repeats pick by the mean over
    its seeds' models.
 Reports per procedure and rule: epochs halved / full (trained history rows), trial time, the pick,
@@ -38,10 +38,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from gridtune import halving, records  # noqa: E402
-from gridtune.halving_noise import Noise  # noqa: E402
+from gridtune.halving import policy
+from gridtune.sweepdir import records  # noqa: E402
+from gridtune.halving.noise import Noise  # noqa: E402
 from gridtune.report.leaderboard import build  # noqa: E402
-from gridtune.sweepdir import Sweep, read_sweep  # noqa: E402
+from gridtune.sweepdir.ledger import Sweep, read_sweep  # noqa: E402
 
 OBJ, MODE = "val/acc", "max"
 PROCEDURES = [(f"task11 seed {s}", f"halved_s{s}", (f"seed={s}",), lambda p, s=s: p.get("seed") == s) for s in range(3)]
@@ -73,13 +74,13 @@ def board(recs: Sweep, trials):
     return build(Sweep(recs.dir, recs.name, recs.manifest, list(trials)), OBJ, MODE)
 
 
-def replay(trials, spec: halving.Spec) -> tuple[list[dict], list]:
-    """The ladder the driver decides on these records (gridtune.halving.decide), and its survivors."""
+def replay(trials, spec: policy.Spec) -> tuple[list[dict], list]:
+    """The ladder the driver decides on these records (gridtune.halving.policy.decide), and its survivors."""
     members, decisions = list(trials), []
     for k, epoch in enumerate(spec.rungs[:-1]):
-        values = {t.trial_id: halving.rung_value(t.history(), OBJ, MODE, epoch) for t in members}
+        values = {t.trial_id: policy.rung_value(t.history(), OBJ, MODE, epoch) for t in members}
         noise = Noise.of(spec.noise, OBJ, [t.result for t in members])
-        d = halving.decide_rung(spec, decisions, {t.trial_id: json.dumps(config(t.params)) for t in members}, values,
+        d = policy.decide_rung(spec, decisions, {t.trial_id: json.dumps(config(t.params)) for t in members}, values,
                                 MODE, noise)
         decisions.append({"rung": k, "epoch": epoch, **d})
         members = [t for t in members if t.trial_id in set(d["promoted"])]
@@ -115,14 +116,14 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def ensure_heldout(args) -> None:
     """Render the held-out data when it is not there: the sweep data's size, the next seed, and track
-    ids past the sweep data's (gridtune.demo_data.track_span), so no recording is in both."""
-    from gridtune import demo_data
-    if (args.heldout / demo_data.TRAIN_DIR).is_dir():
+    ids past the sweep data's (gridtune.data.demo.track_span), so no recording is in both."""
+    from gridtune.data import demo
+    if (args.heldout / demo.TRAIN_DIR).is_dir():
         return
-    first = json.loads((args.data / demo_data.MANIFEST).read_text())
-    offset = first.get("track_offset", 0) + demo_data.track_span(first["per_class"])
+    first = json.loads((args.data / demo.MANIFEST).read_text())
+    offset = first.get("track_offset", 0) + demo.track_span(first["per_class"])
     print(f"rendering held-out data into {args.heldout} (seed {first['seed'] + 1}, track offset {offset})", flush=True)
-    demo_data.generate(args.heldout, seed=first["seed"] + 1, per_class=first["per_class"], test_clips=0,
+    demo.generate(args.heldout, seed=first["seed"] + 1, per_class=first["per_class"], test_clips=0,
                        track_offset=offset)
 
 
@@ -132,7 +133,8 @@ def heldout_scores(args, trial_dirs) -> tuple[dict, int]:
     import numpy as np
     import torch
 
-    from gridtune import evaluate, predict, trained
+    from gridtune.use import evaluate, trained
+    from gridtune import predict
     torch.set_num_threads(args.threads)
     paths, _ = predict.expand([str(args.heldout / "IRMAS-TrainingData")])
     scores, clips = {}, None
@@ -174,8 +176,8 @@ def verdict(args, pick: tuple[dict, list], full: tuple[Sweep, list], n_val: int,
 def real_row(args, name: str, subdir: str, full, n_val: int, scores: dict) -> dict:
     """A halved procedure run for real in its own directory, against the full grid's same trials."""
     recs = read_sweep(args.out / subdir)
-    ladder = records.read_json(args.out / subdir / halving.LADDER)
-    spec = halving.Spec(ladder["eta"], ladder["min_epochs"], ladder["epochs"], ladder["noise"], ladder["budget"])
+    ladder = records.read_json(args.out / subdir / policy.LADDER)
+    spec = policy.Spec(ladder["eta"], ladder["min_epochs"], ladder["epochs"], ladder["noise"], ladder["budget"])
     decisions, _ = replay(full[1], spec)
     return {"procedure": name, "rule": rule(spec, "run"), "spec": vars(spec),
             "rungs": spec.rungs, "ladder": [d["n"] for d in ladder["decisions"]] + [ladder["decisions"][-1]["keep"]],
@@ -187,13 +189,13 @@ def real_row(args, name: str, subdir: str, full, n_val: int, scores: dict) -> di
             **verdict(args, pick_of(recs, recs.trials), full, n_val, scores)}
 
 
-def rule(spec: halving.Spec, how: str) -> str:
+def rule(spec: policy.Spec, how: str) -> str:
     name = "old: plain" if spec.noise == 0 and spec.min_epochs == 1 else "plain" if spec.noise == 0 else \
         f"noise {spec.noise:g}" + (f", budget {spec.budget:g}" if spec.budget < 1 else ", no budget")
     return f"{name}, min_epochs {spec.min_epochs} ({how})"
 
 
-def replay_row(args, name: str, spec: halving.Spec, full, n_val: int, scores: dict) -> dict:
+def replay_row(args, name: str, spec: policy.Spec, full, n_val: int, scores: dict) -> dict:
     decisions, survivors = replay(full[1], spec)
     return {"procedure": name, "rule": rule(spec, "replayed"),
             "rungs": spec.rungs, "ladder": [d["n"] for d in decisions] + [decisions[-1]["keep"]],
@@ -211,7 +213,7 @@ def horizon(full) -> list[int]:
         groups.setdefault(json.dumps(config(t.params)), []).append(t)
     ranks = []
     for e in range(1, max(len(t.history()) for t in trials) + 1):
-        v = {k: sum(halving.rung_value(t.history(), OBJ, MODE, e) for t in ts) / len(ts) for k, ts in groups.items()}
+        v = {k: sum(policy.rung_value(t.history(), OBJ, MODE, e) for t in ts) / len(ts) for k, ts in groups.items()}
         ranks.append(sorted(v, key=lambda k: (-v[k], k)).index(json.dumps(w)) + 1)
     return ranks
 
@@ -231,8 +233,8 @@ def run(args) -> dict:
         out["horizon"][name] = horizon(full)
         new = real_row(args, name, subdir, full, n_val, scores)
         m, z = new["spec"]["min_epochs"], new["spec"]["noise"]
-        specs = [halving.Spec(args.eta, 1, args.epochs), halving.Spec(args.eta, m, args.epochs),
-                 halving.Spec(args.eta, m, args.epochs, z, 1.0)]
+        specs = [policy.Spec(args.eta, 1, args.epochs), policy.Spec(args.eta, m, args.epochs),
+                 policy.Spec(args.eta, m, args.epochs, z, 1.0)]
         rows = [replay_row(args, name, spec, full, n_val, scores) for spec in specs] + [new]
         out["rows"] += rows
         for r in rows:

@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--full-1000", action="store_true", help="measure the reference on all 1,000 trials")
     ap.add_argument("--out", default="bench_plan.json")
     a = ap.parse_args()
-    from gridtune.demo_data import generate
+    from gridtune.data.demo import generate
     rows = []
     with tempfile.TemporaryDirectory(prefix="gridtune-bench-plan-") as tmp:
         data, out = Path(tmp) / "data", Path(tmp) / "out"

@@ -31,10 +31,10 @@ def untrained_final_dir(path: Path, preset: str) -> Path:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from gridtune import frontend
-    from gridtune.model import build_model
+    from gridtune.train import frontend
+    from gridtune.train.model import build_model
     from gridtune.sweep import CONF_DIR
-    from gridtune.runtime import save_torch
+    from gridtune.train.runtime import save_torch
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[] if preset == "none" else [f"preset={preset}"])
     classes = list(cfg.data.classes)
@@ -70,8 +70,10 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    from gridtune import cache, evaluate, predict, trained
-    from gridtune.runtime import set_cpu
+    from gridtune.data import cache
+    from gridtune.use import evaluate, trained
+    from gridtune import predict
+    from gridtune.train.runtime import set_cpu
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = args.model or untrained_final_dir(tmp / "final", args.preset)

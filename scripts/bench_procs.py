@@ -4,7 +4,7 @@ c. `overhead`: a fresh interpreter builds the same TrialRun a trial builds and t
    step; the parent's spawn time and the child's stamps split the wait into stages.
 d./e. `sweeps`: the grid (`smoke`) run as `python -m gridtune.sweep -m` with launcher.trials_per_job
    = K, each in a fresh output root and a fresh cache dir, timed from outside; the cache's meta.json
-   and the driver's in-process `gridtune.cache.DECODES` say how many files were decoded.
+   and the driver's in-process `gridtune.data.cache.DECODES` say how many files were decoded.
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def _runs(data_root: Path, work: Path, sizes: dict, clips: int, extra, where: st
 
 def section_sweeps(data_root: Path, classes, sizes: dict, log) -> dict:
     """d. decodes per sweep and e. wall time per K, locally and (with --slurm) on SLURM."""
-    from gridtune.layouts import index_train
+    from gridtune.data.layouts import index_train
     clips = len(index_train(data_root, "auto", classes)[0])
     work = Path(sizes["tmp"]) / "sweeps"
     out = {"grid": sizes["grid"], "clips": clips, "slurm": [],

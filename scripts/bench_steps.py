@@ -1,6 +1,6 @@
 """Benchmark parts that train: step throughput per speed flag, and the data paths compared on one loop.
 
-Every measurement drives `gridtune.loop.train_epoch`, the trial's own loop (class-weighted CE plus
+Every measurement drives `gridtune.train.loop.train_epoch`, the trial's own loop (class-weighted CE plus
 the L2 penalty, AMP, channels_last, optimizer and schedule steps), and only swaps what feeds it:
 synthetic tensors already on the device, the trial's DeviceData -> log-mel -> SpecAugment path
 (a `TrialRun`'s parts), or a DataLoader that decodes and computes the log-mel with librosa for every
@@ -27,7 +27,7 @@ def compose(overrides=()):
     """The composed trial config (conf/config.yaml) with these overrides, as a trial would see it."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from gridtune import config  # noqa: F401  (registers ${gridtune_trial_id:})
+    from gridtune.config import identity  # noqa: F401  (registers ${gridtune_trial_id:})
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))
 
@@ -53,7 +53,7 @@ def timed_epoch(parts: dict, data, features, augment, indices, batch: int, cfg) 
     """Seconds of one `train_epoch` over `indices` (device synchronized before and after)."""
     import torch
 
-    from gridtune.loop import train_epoch
+    from gridtune.train.loop import train_epoch
     sync(data.device)
     t0 = time.perf_counter()
     train_epoch(0, parts["model"], features, augment, data, indices, parts["optimizer"], parts["scheduler"],
@@ -70,10 +70,10 @@ def build_parts(cfg, device, shape, n_classes: int, *, amp: str = "off", channel
     """A fresh model, optimizer, schedule and loss weights, built the way TrialRun builds them."""
     import torch
 
-    from gridtune.data import class_weights
-    from gridtune.loop import resolve_amp
-    from gridtune.model import build_model
-    from gridtune.optim import build_optimizer, build_scheduler
+    from gridtune.data.feed import class_weights
+    from gridtune.train.loop import resolve_amp
+    from gridtune.train.model import build_model
+    from gridtune.train.optim import build_optimizer, build_scheduler
     torch.manual_seed(0)
     model = build_model(cfg.model, n_classes, tuple(shape)).to(device)
     if channels_last:

@@ -2,8 +2,8 @@
 
     python scripts/gpu_data.py --out DIR [--per-class 610] [--json FILE] [OVERRIDE ...]
 
-Writes the data with `gridtune.synth_data` (seconds on many cores; no SoundFont), then builds the
-audio cache that every trial of every sweep on it shares (`gridtune.data.prepare` with the sweeps'
+Writes the data with `gridtune.data.synth` (seconds on many cores; no SoundFont), then builds the
+audio cache that every trial of every sweep on it shares (`gridtune.data.feed.prepare` with the sweeps'
 OVERRIDEs), so that neither task11 arm pays the one decode and their wall times compare. Prints one
 line and writes the figures as JSON.
 """
@@ -26,9 +26,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of the sweeps (the cache key follows them)")
     a = ap.parse_args(argv)
-    from gridtune import synth_data
+    from gridtune.data import synth
     try:
-        s = synth_data.generate(a.out, seed=a.seed, per_class=a.per_class)
+        s = synth.generate(a.out, seed=a.seed, per_class=a.per_class)
     except ValueError as e:
         print(f"gpu_data: {e}", file=sys.stderr)
         return 2
@@ -36,9 +36,9 @@ def main(argv=None) -> int:
           f"({s['workers']} workers)", flush=True)
     from bench_steps import compose
 
-    from gridtune import data
+    from gridtune.data import feed
     t0 = time.perf_counter()
-    prepared = data.prepare(compose([f"data.root={a.out.resolve()}", *a.overrides]))
+    prepared = feed.prepare(compose([f"data.root={a.out.resolve()}", *a.overrides]))
     cache_s = time.perf_counter() - t0
     n = len(prepared.entry.meta["paths"])
     print(f"audio cache: {n} clips decoded in {cache_s:.1f} s", flush=True)

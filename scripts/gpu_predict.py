@@ -37,9 +37,10 @@ def main(argv=None) -> int:
         ap.error(f"--files={a.files} --seconds={a.seconds}: need at least one file of positive length")
     from bench_predict import untrained_final_dir, write_files
 
-    from gridtune import predict, trained
-    from gridtune.engine import pick_device
-    from gridtune.runtime import set_cpu
+    from gridtune import predict
+    from gridtune.use import trained
+    from gridtune.train.engine import pick_device
+    from gridtune.train.runtime import set_cpu
     with tempfile.TemporaryDirectory(prefix="gridtune-gpu-predict-") as tmp:
         tmp = Path(tmp)
         model = untrained_final_dir(tmp / "final", a.preset)

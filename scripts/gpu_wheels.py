@@ -10,8 +10,8 @@ closure, through uv.lock's dependency graph (markers evaluated for CPython X.Y o
 ROOTS minus IMAGE: Hydra and its config library, submitit and Hydra's submitit launcher, soundfile
 (its manylinux wheel bundles libsndfile) and librosa, which only `scripts/bench.py`'s naive baseline
 (section f, run beside section b) imports. Left out on purpose: wandb (imported only with
-`tracking=wandb`), tinysoundfont and pretty_midi (`gridtune.demo_data`'s SoundFont rendering; the GPU
-check writes `gridtune.synth_data` instead) and the ONNX export extras.
+`tracking=wandb`), tinysoundfont and pretty_midi (`gridtune.data.demo`'s SoundFont rendering; the GPU
+check writes `gridtune.data.synth` instead) and the ONNX export extras.
 
 Wheels come from `pip download --no-deps --only-binary=:all: --python-version X.Y --implementation cp
 --platform manylinux...` and each file's sha256 must be one uv.lock records for that package. A

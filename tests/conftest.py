@@ -84,7 +84,7 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture(autouse=True)
 def _torch_process_flags():
-    """A trial sets process-wide torch settings (threads, oneDNN on or off: gridtune.runtime.set_cpu);
+    """A trial sets process-wide torch settings (threads, oneDNN on or off: gridtune.train.runtime.set_cpu);
     each test leaves them as it found them, so no test sees another's and the order never matters.
     torch is not imported here for tests that never import it."""
     torch = sys.modules.get("torch")
@@ -101,7 +101,7 @@ def _torch_process_flags():
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A small IRMAS-layout dataset (66 train clips in 22 recordings, 4 test clips), shared read-only."""
-    from gridtune.demo_data import generate
+    from gridtune.data.demo import generate
     root = tmp_path_factory.mktemp("demo")
     generate(root, per_class=6, test_clips=4, seed=0)
     return root
@@ -135,7 +135,7 @@ def compose(*overrides: str, hydra: bool = False):
     """The composed trial config for these overrides (no Hydra run, no output dirs);
     `hydra=True` keeps the hydra node (launcher settings)."""
     from hydra import compose as hcompose, initialize_config_dir
-    from gridtune.schema import CONF_DIR
+    from gridtune.config.schema import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hcompose("config", overrides=list(overrides), return_hydra_config=hydra)
 
@@ -148,8 +148,9 @@ class Killed(BaseException):
 def run_killed_after_epoch(monkeypatch):
     """`run(cfg, out_dir, epoch)`: run a trial that dies right after writing that epoch's checkpoint,
     as a kill at that moment would leave it; the next run_trial resumes from there."""
-    from gridtune import engine, records
-    from gridtune.trial import run_trial
+    from gridtune.train import engine
+    from gridtune.sweepdir import records
+    from gridtune.train.trial import run_trial
     real_save = engine.save_torch
 
     def run(cfg, out_dir, epoch: int) -> None:

@@ -14,10 +14,10 @@ import torch
 from conftest import compose
 from omegaconf import OmegaConf
 
-from gridtune import frontend
-from gridtune.demo_data import CLASSES
-from gridtune.model import build_model
-from gridtune.runtime import save_torch
+from gridtune.train import frontend
+from gridtune.data.demo import CLASSES
+from gridtune.train.model import build_model
+from gridtune.train.runtime import save_torch
 
 
 def _weights(cfg, seed: int) -> dict:

@@ -1,4 +1,4 @@
-"""Job arrays that fit the scheduler (gridtune.arrays, gridtune.cluster's limit queries): parsing
+"""Job arrays that fit the scheduler (gridtune.slurm.arrays, gridtune.slurm.cluster's limit queries): parsing
 scontrol/sacctmgr/squeue through stand-ins on PATH, the split, and the wait for room in the queue,
 on a simulated queue. The real cluster's side is tests/slurm/test_slurm_arrays.py."""
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import compose
-from gridtune import arrays, checks, cluster
+from gridtune.slurm import arrays, cluster
+from gridtune.config import checks
 
 CAT = shutil.which("cat")      # the stand-ins run with nothing else on PATH
 SCONTROL = """Configuration data as of 2026-01-01T00:00:00

@@ -22,7 +22,7 @@ DEBUG = ["preset=debug"]
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from gridtune.demo_data import generate
+    from gridtune.data.demo import generate
     root = tmp_path_factory.mktemp("bench") / "data"
     generate(root, per_class=6, test_clips=0, seed=0)
     return root
@@ -52,9 +52,10 @@ def test_measure_variant_runs_the_trial_loop(dtype, cl):
 
 def test_naive_features_match_gridtune_features(demo):
     """The baseline must compute the same log-mel as the trial, or the comparison means nothing."""
-    from gridtune import data, frontend
+    from gridtune.data import feed
+    from gridtune.train import frontend
     cfg = bench_steps.compose([f"data.root={demo}", *DEBUG])
-    prepared = data.prepare(cfg)
+    prepared = feed.prepare(cfg)
     waves = torch.from_numpy(np.asarray(prepared.entry.waves[:3], dtype=np.float32))
     feats = frontend.Features(cfg.features, int(cfg.data.sample_rate))
     feats.fit([waves])
@@ -70,8 +71,9 @@ def test_naive_features_match_gridtune_features(demo):
 
 def test_naive_loader_feeds_train_epoch(demo):
     cfg = bench_steps.compose([f"data.root={demo}", *DEBUG])
-    from gridtune import data, frontend
-    prepared = data.prepare(cfg)
+    from gridtune.data import feed
+    from gridtune.train import frontend
+    prepared = feed.prepare(cfg)
     meta, n = prepared.entry.meta, prepared.entry.waves.shape[-1]
     ds = bench_data.LibrosaClips(demo, meta["paths"], meta["labels"], cfg.features, 16000, n, 0.0, 1.0)
     shape = frontend.input_shape(cfg.features, n)
@@ -155,7 +157,7 @@ def test_quick_mode_end_to_end(tmp_path, demo):
 def test_slurm_sweep_decodes_once(tmp_path, demo):
     if bench_procs.slurm_usable():
         pytest.skip(bench_procs.slurm_usable())
-    from gridtune.layouts import index_train
+    from gridtune.data.layouts import index_train
     r = bench_procs.run_grid(demo, tmp_path, 2, "smoke", bench_procs.SLURM_ARGS, timeout=300)
     assert r["statuses"] == {"ok": 4} and r["cache_entries"] == 1 and r["built_by_driver"]
     assert r["decodes_meta"] == len(index_train(demo)[0])

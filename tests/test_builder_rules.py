@@ -1,10 +1,10 @@
 """Plan and sweep refuse the same configs: every check the part builders make is also made without
-torch (gridtune.builder_rules through gridtune.checks), so the dry run, which builds nothing,
+torch (gridtune.config.rules through gridtune.config.checks), so the dry run, which builds nothing,
 names the same problem as the driver, which also builds every part on the meta device."""
 import pytest
 
 from conftest import compose
-from gridtune import validation
+from gridtune.checks import validation
 
 # one case per rule of the builders (frontend, model, optim), with the line both paths must print
 BUILDER_CASES = [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gridtune import audio, cache, layouts
+from gridtune.data import audio, cache, layouts
 
 
 def _items(root):

@@ -5,7 +5,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose
-from gridtune import builds, checks, config as gconfig
+from gridtune.checks import builds
+from gridtune.config import checks, identity
 
 GROUPS = ["data", "features", "augment", "model", "optim", "sched", "train", "launcher", "tracking", "final", "preset"]
 
@@ -26,13 +27,13 @@ def test_top_level_knobs_feed_the_groups():
 
 
 def test_trial_id_is_a_hash_of_the_semantic_config():
-    base = gconfig.trial_id(compose())
-    assert base == gconfig.trial_id(compose()) and len(base) == 10
+    base = identity.trial_id(compose())
+    assert base == identity.trial_id(compose()) and len(base) == 10
     for same in ("device=cpu", "out_root=/elsewhere", "tracking=wandb", "launcher=slurm", "data.root=/x",
                  "sweep_name=other", "train.threads=1"):
-        assert gconfig.trial_id(compose(same)) == base, same
+        assert identity.trial_id(compose(same)) == base, same
     for different in ("lr=0.002", "dropout=0.3", "l2=0", "seed=1", "optim=sgd", "train.epochs=3", "augment=none"):
-        assert gconfig.trial_id(compose(different)) != base, different
+        assert identity.trial_id(compose(different)) != base, different
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -58,9 +59,9 @@ def test_slurm_fields_refuse_shell_metacharacters(field, value):
 
 
 def test_check_inside_refuses_escapes(tmp_path):
-    assert gconfig.check_inside(tmp_path / "a" / "b", tmp_path, "x") == (tmp_path / "a" / "b").resolve()
-    with pytest.raises(gconfig.ConfigError, match="escapes"):
-        gconfig.check_inside(tmp_path / ".." / "evil", tmp_path, "hydra.sweep.subdir")
+    assert identity.check_inside(tmp_path / "a" / "b", tmp_path, "x") == (tmp_path / "a" / "b").resolve()
+    with pytest.raises(identity.ConfigError, match="escapes"):
+        identity.check_inside(tmp_path / ".." / "evil", tmp_path, "hydra.sweep.subdir")
 
 
 @pytest.mark.slow
@@ -101,14 +102,15 @@ def test_builder_errors_are_found_before_launch(overrides, needle):
 ])
 def test_trial_ids_of_sweeps_on_disk_do_not_change(overrides, tid):
     """Ids as the releases before the typed schemas computed them: a rerun must find those trials."""
-    assert gconfig.trial_id(compose(*overrides)) == tid
+    assert identity.trial_id(compose(*overrides)) == tid
 
 
 def test_the_validation_path_imports_no_torch_until_it_builds():
     """Planning (values, names, data) needs no torch; only the meta-device build check brings it."""
     import subprocess
     import sys
-    code = ("import sys; from gridtune import checks, config, overrides, planner, schema, validation; "
+    code = ("import sys; from gridtune.config import checks, identity, overrides, planner, schema; "
+            "from gridtune.checks import validation; "
             "from hydra_plugins.gridtune_sweeper import gridtune_sweeper; "
             "print(sorted(m for m in ('torch', 'torchaudio') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import find_peaks, welch
 
-from gridtune import demo_data
+from gridtune.data import demo
 
 TRAIN_NAME = re.compile(
     r"^(?:(?P<prefix>\d+)__)?\[(?P<inst>[a-z]{3})\](?:\[(?P<drums>dru|nod)\])?"
@@ -23,7 +23,7 @@ SMALL = dict(per_class=6, test_clips=4)
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return out, demo_data.generate(out, seed=0, **SMALL)
+    return out, demo.generate(out, seed=0, **SMALL)
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -41,8 +41,8 @@ def _spectral_peaks(x: np.ndarray, sr: int) -> int:
 def test_training_layout_and_counts(small):
     out, summary = small
     train = out / "IRMAS-TrainingData"
-    assert sorted(p.name for p in train.iterdir()) == sorted(demo_data.CLASSES)
-    for cls in demo_data.CLASSES:
+    assert sorted(p.name for p in train.iterdir()) == sorted(demo.CLASSES)
+    for cls in demo.CLASSES:
         assert len(list((train / cls).glob("*.wav"))) == 6
     assert summary["train_clips"] == 66 and summary["train_recordings"] == 22
     assert summary["test_clips"] == 4
@@ -84,7 +84,7 @@ def test_testing_part_is_multilabel_with_irmas_txt(small):
         lines = text.splitlines(keepends=True)
         assert lines and all(line.endswith("\t\n") for line in lines)
         labels = [line.strip() for line in lines]
-        assert set(labels) <= set(demo_data.CLASSES) and len(set(labels)) == len(labels)
+        assert set(labels) <= set(demo.CLASSES) and len(set(labels)) == len(labels)
         n_labels.append(len(labels))
         info = sf.info(wav)
         assert info.samplerate == 44100 and info.channels == 2 and info.subtype == "PCM_16"
@@ -108,23 +108,23 @@ def test_audio_is_instrument_like_not_silent_or_sine(small):
 
 def test_same_seed_is_byte_identical_other_seed_differs(small, tmp_path):
     out, _ = small
-    again = demo_data.generate(tmp_path / "a", seed=0, **SMALL)
+    again = demo.generate(tmp_path / "a", seed=0, **SMALL)
     assert _hashes(out) == _hashes(Path(again["out"]))
-    other = demo_data.generate(tmp_path / "b", seed=1, **SMALL)
+    other = demo.generate(tmp_path / "b", seed=1, **SMALL)
     wavs = lambda root: {h for name, h in _hashes(root).items() if name.endswith(".wav")}
     assert not wavs(out) & wavs(Path(other["out"]))
 
 
 def test_rerun_overwrites_and_drops_only_its_own_stale_files(tmp_path):
-    demo_data.generate(tmp_path, seed=0, per_class=3, test_clips=2)
+    demo.generate(tmp_path, seed=0, per_class=3, test_clips=2)
     keep = tmp_path / "IRMAS-TrainingData" / "cel" / "mine.wav"
     keep.write_bytes(b"not generated")
-    summary = demo_data.generate(tmp_path, seed=5, per_class=3, test_clips=1)
+    summary = demo.generate(tmp_path, seed=5, per_class=3, test_clips=1)
     assert sorted(_hashes(tmp_path)) == sorted(summary["files"] + [str(keep.relative_to(tmp_path))])
     assert keep.read_bytes() == b"not generated"
 
 
 def test_cli_prints_one_line_summary(tmp_path, capsys):
-    demo_data.main(["--out", str(tmp_path), "--per-class", "1", "--test-clips", "1"])
+    demo.main(["--out", str(tmp_path), "--per-class", "1", "--test-clips", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "33 train clips" in lines[0] and "1 test clips" in lines[0]

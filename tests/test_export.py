@@ -12,9 +12,11 @@ import pytest
 import torch
 from modeldirs import make_final_dir
 
-from gridtune import cache, evaluate, export, trained
-from gridtune.demo_data import CLASSES
-from gridtune.layouts import index_test
+from gridtune.data import cache
+from gridtune.use import evaluate, trained
+from gridtune import export
+from gridtune.data.demo import CLASSES
+from gridtune.data.layouts import index_test
 
 TOLERANCE = 1e-4
 STANDALONE = r"""

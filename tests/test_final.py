@@ -13,9 +13,11 @@ import pytest
 import torch
 import yaml
 
-from gridtune import evaluate, final, metrics
-from gridtune.demo_data import generate
-from gridtune.records import read_history, read_json
+from gridtune.use import evaluate
+from gridtune import final
+from gridtune.train import metrics
+from gridtune.data.demo import generate
+from gridtune.sweepdir.records import read_history, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,8 +99,8 @@ def test_model_pt_loads_weights_only_and_reproduces_predictions(sweep, finished)
     clips = evaluate.resolve_mode(cfg, classes)[1]
     # the computation the final run's test evaluation ran (its threads and kernels, its autocast and
     # memory format: bf16 and channels_last on a CPU with native bf16), so its figures come back exactly
-    from gridtune.loop import precision
-    from gridtune.runtime import set_cpu
+    from gridtune.train.loop import precision
+    from gridtune.train.runtime import set_cpu
     set_cpu(cfg)
     amp_dtype, _, channels_last = precision(cfg.train, torch.device("cpu"))
     if channels_last:
@@ -108,8 +110,8 @@ def test_model_pt_loads_weights_only_and_reproduces_predictions(sweep, finished)
     for key in ("micro_f1", "macro_f1", "per_class_f1", "n_windows"):
         assert again[key] == rec["test"][key]
     # and the loaded weights matter: a freshly initialized model predicts something else
-    from gridtune.frontend import input_shape
-    from gridtune.model import build_model
+    from gridtune.train.frontend import input_shape
+    from gridtune.train.model import build_model
     fresh = build_model(cfg.model, len(classes), input_shape(cfg.features, 48000)).eval()
     batch = np.random.default_rng(0).standard_normal((2, 48000)).astype(np.float32) * 0.1
     p_loaded = evaluate.model_prob_fn(model, features, torch.device("cpu"))(batch)

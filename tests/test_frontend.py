@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose
-from gridtune import frontend
+from gridtune.train import frontend
 
 
 def test_default_features_give_224_by_224_without_empty_mel_bands():

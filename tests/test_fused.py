@@ -20,11 +20,13 @@ import pytest
 import torch
 
 from conftest import Killed, compose
-from gridtune import engine, fusion, records
-from gridtune.config import trial_id
-from gridtune.fused import run_chunk, run_group
-from gridtune.runtime import load_torch
-from gridtune.trial import run_trial
+from gridtune.train import engine
+from gridtune.train.fused import grouping
+from gridtune.sweepdir import records
+from gridtune.config.identity import trial_id
+from gridtune.train.fused.job import run_chunk, run_group
+from gridtune.train.runtime import load_torch
+from gridtune.train.trial import run_trial
 
 BASE = ("preset=debug", "device=cpu", "train.amp=off", "train.threads=1", "train.onednn=false", "optim=sgd",
         "sched=warmup_cosine")
@@ -97,27 +99,27 @@ def test_grouping_fuses_only_fusable_differences():
     sgd = [compose("preset=debug", "optim=sgd", m) for m in ("optim.momentum=0.5", "optim.momentum=0.0")]
     sched = [compose("preset=debug", "sched=step", m) for m in ("sched.step_size=3", "sched.gamma=0.5")]
     for c in same:
-        assert fusion.fuse_key(c) == fusion.fuse_key(base)
-    assert fusion.fuse_key(sgd[0]) == fusion.fuse_key(sgd[1]) and fusion.fuse_key(sched[0]) == fusion.fuse_key(sched[1])
+        assert grouping.fuse_key(c) == grouping.fuse_key(base)
+    assert grouping.fuse_key(sgd[0]) == grouping.fuse_key(sgd[1]) and grouping.fuse_key(sched[0]) == grouping.fuse_key(sched[1])
     apart = ["seed=1", "optim=adamw", "train.batch_size=8", "train.epochs=3", "model.channels=[8,16,32,32]",
              "augment=none", "features.n_mels=16", "sched=cosine", "dropout=0", "data.root=/elsewhere",
              "train.early_stop.patience=2", "device=cpu"]
     for o in apart:
-        assert fusion.fuse_key(compose("preset=debug", o)) != fusion.fuse_key(base), o
+        assert grouping.fuse_key(compose("preset=debug", o)) != grouping.fuse_key(base), o
     # launcher, tracking and output settings never keep trials apart
-    assert fusion.fuse_key(compose("preset=debug", "launcher=slurm", "out_root=/x", "sweep_name=s")) == \
-        fusion.fuse_key(base)
+    assert grouping.fuse_key(compose("preset=debug", "launcher=slurm", "out_root=/x", "sweep_name=s")) == \
+        grouping.fuse_key(base)
     cfgs = [base, compose("preset=debug", "seed=1"), *same]
-    assert fusion.groups(cfgs, 18) == [[0, 2, 3, 4, 5, 6], [1]]
-    assert fusion.groups(cfgs, 4) == [[0, 2, 3], [4, 5, 6], [1]]     # split evenly under the cap
+    assert grouping.groups(cfgs, 18) == [[0, 2, 3, 4, 5, 6], [1]]
+    assert grouping.groups(cfgs, 4) == [[0, 2, 3], [4, 5, 6], [1]]     # split evenly under the cap
 
 
 def test_fuse_mode_and_auto():
-    assert fusion.mode(compose("launcher.fuse=on", "launcher.fuse_max=4")) == ("on", 4)
-    assert fusion.enabled(compose("launcher.fuse=auto", "device=cpu")) is False
-    assert fusion.enabled(compose("launcher.fuse=on", "device=cpu")) is True
+    assert grouping.mode(compose("launcher.fuse=on", "launcher.fuse_max=4")) == ("on", 4)
+    assert grouping.enabled(compose("launcher.fuse=auto", "device=cpu")) is False
+    assert grouping.enabled(compose("launcher.fuse=on", "device=cpu")) is True
     with pytest.raises(ValueError, match="launcher.fuse='sometimes'"):
-        fusion.mode(compose("launcher.fuse=sometimes"))
+        grouping.mode(compose("launcher.fuse=sometimes"))
 
 
 def test_fused_group_equals_the_trials_run_apart(demo_root, tmp_path):
@@ -135,8 +137,8 @@ def test_fused_group_equals_the_trials_run_apart(demo_root, tmp_path):
 
 
 def test_fused_step_runs_under_bf16_autocast_and_channels_last():
-    from gridtune.fused_model import FusedCNN
-    from gridtune.model import AudioCNN
+    from gridtune.train.fused.model import FusedCNN
+    from gridtune.train.model import AudioCNN
     models = []
     for p in (0.3, 0.5):
         torch.manual_seed(0)
@@ -223,14 +225,14 @@ def test_run_chunk_runs_apart_what_does_not_fuse(demo_root, tmp_path):
 @pytest.mark.slow
 def test_a_group_out_of_cuda_memory_is_split(demo_root, tmp_path, monkeypatch):
     """Out of memory at 3 models: the group is split in halves (1 alone + 2 fused), with the same results."""
-    from gridtune import fused_loop
-    real = fused_loop.train_epoch
+    from gridtune.train.fused import loop
+    real = loop.train_epoch
 
     def tight(epoch, model, *a, **k):
         if len(model.active) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(epoch, model, *a, **k)
-    monkeypatch.setattr(fused_loop, "train_epoch", tight)
+    monkeypatch.setattr(loop, "train_epoch", tight)
     cfgs = _cfgs(demo_root, "train.epochs=1")
     for c in cfgs:
         run_trial(c, tmp_path / "apart" / trial_id(c))

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest import compose
-from gridtune import records
-from gridtune.loop import resolve_amp
-from gridtune.trial import run_trial
+from gridtune.sweepdir import records
+from gridtune.train.loop import resolve_amp
+from gridtune.train.trial import run_trial
 
 pytestmark = pytest.mark.gpu
 

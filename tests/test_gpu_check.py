@@ -62,16 +62,16 @@ def test_image_requirements_hold_torch_pair_at_lock_versions() -> None:
 # --- synthetic data ----------------------------------------------------------------
 
 def test_synth_data_deterministic_and_in_irmas_layout(tmp_path: Path) -> None:
-    from gridtune import layouts, synth_data
-    a = synth_data.generate(tmp_path / "a", per_class=6, seed=3, workers=1)
-    b = synth_data.generate(tmp_path / "b", per_class=6, seed=3, workers=2)
+    from gridtune.data import layouts, synth
+    a = synth.generate(tmp_path / "a", per_class=6, seed=3, workers=1)
+    b = synth.generate(tmp_path / "b", per_class=6, seed=3, workers=2)
     assert a["files"] == b["files"] and len(a["files"]) == 66
     for rel in a["files"]:                                 # byte-identical whatever the workers
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     clips, classes, layout = layouts.index_train(tmp_path / "a")
     assert layout == "irmas" and len(classes) == 11 and len(clips) == 66
     assert len({c.group for c in clips}) == 22             # 3 excerpts per recording
-    c = synth_data.generate(tmp_path / "a", per_class=6, seed=4, workers=1)
+    c = synth.generate(tmp_path / "a", per_class=6, seed=4, workers=1)
     assert c["files"] != a["files"]                        # another seed: other names; stale files removed
     assert sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*.wav")) == c["files"]
 
@@ -82,8 +82,8 @@ def test_synth_data_classes_differ(tmp_path: Path) -> None:
     import numpy as np
     import soundfile as sf
 
-    from gridtune import synth_data
-    s = synth_data.generate(tmp_path, per_class=24, workers=2)
+    from gridtune.data import synth
+    s = synth.generate(tmp_path, per_class=24, workers=2)
     edges = np.unique(np.geomspace(1, 256, 41).astype(int))
     feats, labels, groups = [], [], []
     for rel in s["files"]:
@@ -106,7 +106,7 @@ def test_synth_data_classes_differ(tmp_path: Path) -> None:
 
 
 def test_synth_data_refuses_bad_input(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "gridtune.synth_data", "--out", str(tmp_path), "--per-class", "3"],
+    proc = subprocess.run([sys.executable, "-m", "gridtune.data.synth", "--out", str(tmp_path), "--per-class", "3"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "per_class=3" in proc.stderr

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from gridtune import halving
-from gridtune.halving_noise import Noise, val_clips
+from gridtune.halving import policy
+from gridtune.halving.noise import Noise, val_clips
 
 
 def test_variance_is_binomial_on_the_val_clips_plus_the_seeds_spread():
@@ -43,7 +43,7 @@ def _plain(values, eta):
 def test_configs_inside_the_noise_go_on_and_the_rest_stop():
     members = {t: t.upper() for t in VALUES}
     noise = Noise(1.0, 66, True)
-    d = halving.decide(members, VALUES, 3, "max", noise)
+    d = policy.decide(members, VALUES, 3, "max", noise)
     cut = VALUES["b"]                                               # top 2 of 6: a, b
     for g in d["ranking"]:
         margin = noise.margin([g["value"]], [cut])
@@ -56,58 +56,58 @@ def test_configs_inside_the_noise_go_on_and_the_rest_stop():
     assert [g["why"] for g in d["ranking"]] == ["top 2 of 6"] * 2 + ["inside the noise"] * 2 + \
         ["worse than the cut by more than the noise"] * 2
     # a larger val set resolves smaller gaps: at 400 clips the margin is about 0.035
-    assert halving.decide(members, VALUES, 3, "max", Noise(1.0, 400, True))["promoted"] == ["a", "b", "c"]
+    assert policy.decide(members, VALUES, 3, "max", Noise(1.0, 400, True))["promoted"] == ["a", "b", "c"]
 
 
 def test_no_margin_is_the_plain_rule():
     members = {t: t.upper() for t in VALUES}
     for noise in (Noise(), Noise(0.0, 66, True), Noise(1.0, None, True)):
         for eta in (2, 3, 4):
-            d = halving.decide(members, VALUES, eta, "max", noise)
+            d = policy.decide(members, VALUES, eta, "max", noise)
             assert d["promoted"] == _plain(VALUES, eta) and d["keep"] == d["top"]
     tie = {"a": 0.5, "b": 0.5, "c": 0.5}
-    assert halving.decide({t: t for t in tie}, tie, 3, "max", Noise())["promoted"] == ["a"]   # a tie is not inside
+    assert policy.decide({t: t for t in tie}, tie, 3, "max", Noise())["promoted"] == ["a"]   # a tie is not inside
 
 
 def test_seeds_spread_widens_the_margin_and_min_mode_measures_the_gap_downwards():
     members = {"x0": "X", "x1": "X", "y0": "Y", "y1": "Y"}
     steady = {"x0": 1.0, "x1": 1.0, "y0": 1.2, "y1": 1.2}
     spread = {"x0": 0.8, "x1": 1.2, "y0": 0.9, "y1": 1.5}      # same means, seeds far apart
-    assert halving.decide(members, steady, 2, "min", Noise(1.0, 66, False))["stopped"] == ["y0", "y1"]
-    d = halving.decide(members, spread, 2, "min", Noise(1.0, 66, False))
+    assert policy.decide(members, steady, 2, "min", Noise(1.0, 66, False))["stopped"] == ["y0", "y1"]
+    d = policy.decide(members, spread, 2, "min", Noise(1.0, 66, False))
     y = d["ranking"][1]
     assert y["gap"] == pytest.approx(0.2) and y["margin"] == pytest.approx(math.sqrt(0.08 / 2 + 0.18 / 2))
     assert d["stopped"] == [] and y["why"] == "inside the noise"
 
 
 def test_a_config_without_value_stops_with_that_reason():
-    d = halving.decide({"a": "A", "b": "B", "c": "C"}, {"a": 0.5, "b": None, "c": 0.49}, 3, "max", Noise(1.0, 66, True))
+    d = policy.decide({"a": "A", "b": "B", "c": "C"}, {"a": 0.5, "b": None, "c": 0.49}, 3, "max", Noise(1.0, 66, True))
     assert d["promoted"] == ["a", "c"] and d["ranking"][-1]["why"] == "no value"
-    assert halving.stop_reason(0, d["ranking"][-1], 3) == "stopped at rung 0: rank 3 of 3, no value"
+    assert policy.stop_reason(0, d["ranking"][-1], 3) == "stopped at rung 0: rank 3 of 3, no value"
 
 
 def test_the_stop_record_and_reason_say_why():
-    d = halving.decide({t: t.upper() for t in VALUES}, VALUES, 3, "max", Noise(1.0, 66, True))
+    d = policy.decide({t: t.upper() for t in VALUES}, VALUES, 3, "max", Noise(1.0, 66, True))
     f = d["ranking"][-1]
-    rec = halving.stop_record(1, 3, f, d["n"])
+    rec = policy.stop_record(1, 3, f, d["n"])
     assert rec == {"rung": 1, "epoch": 3, "value": 0.10, "rank": 6, "of": 6, "cut": 0.48,
                    "gap": pytest.approx(0.38), "margin": pytest.approx(f["margin"])}
-    assert halving.stop_reason(1, f, d["n"]) == \
+    assert policy.stop_reason(1, f, d["n"]) == \
         f"stopped at rung 1: rank 6 of 6, 0.3800 worse than the cut 0.4800, noise margin {f['margin']:.4f}"
-    assert halving.why({"rung": 0, "value": 0.1}) == ""         # a record written before the noise rule
+    assert policy.why({"rung": 0, "value": 0.1}) == ""         # a record written before the noise rule
 
 
 @pytest.mark.parametrize("noise", [-0.5, float("inf"), float("nan"), True, "1"])
 def test_check_refuses_a_bad_noise(noise):
-    problems = halving.check(3, 1, {9}, {"val/acc"}, noise)
+    problems = policy.check(3, 1, {9}, {"val/acc"}, noise)
     assert problems == [f"hydra.sweeper.halving.noise={noise!r}: must be a number >= 0 (standard errors of a "
                         "difference; 0: the plain top-1/eta rule)"]
-    assert halving.check(3, 1, {9}, {"val/acc"}, 0) == [] and halving.check(3, 1, {9}, {"val/acc"}, 2.5) == []
+    assert policy.check(3, 1, {9}, {"val/acc"}, 0) == [] and policy.check(3, 1, {9}, {"val/acc"}, 2.5) == []
 
 
 def test_a_track_offset_render_shares_no_recording(tmp_path):
-    from gridtune.demo_data import generate, track_span
-    from gridtune.layouts import TRAIN_RE
+    from gridtune.data.demo import generate, track_span
+    from gridtune.data.layouts import TRAIN_RE
 
     def tracks(root):
         return {(m["inst"], int(m["track"])) for p in (root / "IRMAS-TrainingData").rglob("*.wav")

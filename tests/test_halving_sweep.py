@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from gridtune import halving, records
-from gridtune.config import trial_id
+from gridtune.halving import policy
+from gridtune.sweepdir import records
+from gridtune.config.identity import trial_id
 
 from conftest import REPO, compose
 
@@ -31,7 +32,7 @@ def _histories(sweep):
 
 
 def _expected_ladder(histories):
-    """The ladder recomputed here, independently of gridtune.halving: best val/acc up to the rung
+    """The ladder recomputed here, independently of gridtune.halving.policy: best val/acc up to the rung
     epoch, top half go on, ties to the smaller trial id."""
     members, out = sorted(histories), []
     for epoch in (1, 2):
@@ -55,7 +56,7 @@ def reference(demo_root, tmp_path_factory):
 def test_halved_sweep_promotes_exactly_the_top_trials(reference, demo_root, run_gridtune):
     sweep = reference["dir"]
     hist = _histories(sweep)
-    ladder = records.read_json(sweep / halving.LADDER)
+    ladder = records.read_json(sweep / policy.LADDER)
     assert ladder["complete"] and ladder["rungs"] == [1, 2, 4] and len(ladder["decisions"]) == 2
     for decision, (ranked, promoted) in zip(ladder["decisions"], _expected_ladder(hist)):
         assert [g["trial_ids"][0] for g in decision["ranking"]] == ranked
@@ -75,7 +76,7 @@ def test_halved_sweep_promotes_exactly_the_top_trials(reference, demo_root, run_
         assert rec["status"] == "stopped" and rec["stop_reason"] == (
             f"stopped at rung 0: rank {g['rank']} of 4, {gap:.4f} worse than the cut {cut:.4f}, noise margin 0.0000")
         assert rec["metrics"]["val/acc"] == max(r["val/acc"] for r in hist[g["trial_ids"][0]])
-    assert sum(len(h) for h in hist.values()) == halving.Spec(2, 1, 4).epochs_trained(4) == 8
+    assert sum(len(h) for h in hist.values()) == policy.Spec(2, 1, 4).epochs_trained(4) == 8
     # the trial ids (directories) are those of the grid without halving
     ids = {trial_id(compose("preset=debug", "train.epochs=4", f"lr={lr}", f"dropout={d}", "sweep_name=ref",
                             f"data.root={demo_root}")) for lr in ("1e-3", "1e-4") for d in ("0.3", "0.5")}
@@ -139,7 +140,7 @@ def test_killed_driver_rerun_ends_with_the_same_ladder(reference, demo_root, tmp
     assert len(trained) == len(set(trained)), "an epoch was trained twice"
     hist = _histories(tmp_path / "ref")
     assert sum(len(h) for h in hist.values()) == 8 and set(trained) <= {(t, r["epoch"]) for t, h in hist.items() for r in h}
-    got, want = (records.read_json(d / halving.LADDER) for d in (tmp_path / "ref", reference["dir"]))
+    got, want = (records.read_json(d / policy.LADDER) for d in (tmp_path / "ref", reference["dir"]))
     assert [d["promoted"] for d in got["decisions"]] == [d["promoted"] for d in want["decisions"]]
     assert [[g["trial_ids"] for g in d["ranking"]] for d in got["decisions"]] == \
            [[g["trial_ids"] for g in d["ranking"]] for d in want["decisions"]]
@@ -180,7 +181,7 @@ def test_noise_margin_ladder_keeps_what_the_val_set_cannot_separate(demo_root, t
                      "hydra.sweeper.halving.eta=2", "hydra.sweeper.halving.min_epochs=1", "hydra.sweeper.halving.noise=0.2",
                      "hydra.sweeper.halving.budget=1", "sweep_name=noisy", f"out_root={tmp_path}", f"data.root={demo_root}")
     sweep = tmp_path / "noisy"
-    ladder, hist = records.read_json(sweep / halving.LADDER), _histories(sweep)
+    ladder, hist = records.read_json(sweep / policy.LADDER), _histories(sweep)
     res = {t: records.read_json(sweep / t / records.RESULT) for t in hist}
     counts = {rec["n_val_clips"] for rec in res.values()}
     assert len(counts) == 1
@@ -200,7 +201,7 @@ def test_noise_margin_ladder_keeps_what_the_val_set_cannot_separate(demo_root, t
             if not g["promoted"]:
                 rec = res[g["trial_ids"][0]]
                 assert rec["status"] == "stopped" and rec["halving"]["margin"] == pytest.approx(g["margin"])
-                assert rec["stop_reason"] == halving.stop_reason(d["rung"], g, d["n"])
+                assert rec["stop_reason"] == policy.stop_reason(d["rung"], g, d["n"])
         members = sorted(kept)
     assert {t: len(h) for t, h in hist.items()} == {t: 4 if t in members else res[t]["halving"]["epoch"] for t in hist}
     assert "noise margin 0.2 SE" in r.stdout

@@ -8,8 +8,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose
-from gridtune import config as gconfig, final, fusion, knobs, preflight, records, trial
-from gridtune.schema import LauncherConf
+from gridtune.config import identity, knobs
+from gridtune import final
+from gridtune.train.fused import grouping
+from gridtune.data import cache
+from gridtune.sweepdir import records
+from gridtune.train import trial
+from gridtune.config.schema import LauncherConf
 
 # an override of each declared non-identity key ("hydra" aside: Hydra's own node, never composed here)
 SAMPLES = {"launcher": "launcher=slurm", "tracking": "tracking=wandb", "final": "final.epochs=3",
@@ -24,7 +29,7 @@ SAMPLES = {"launcher": "launcher=slurm", "tracking": "tracking=wandb", "final": 
 
 def test_the_non_identity_keys_are_declared_once():
     assert set(knobs.NOT_IDENTITY) == {"hydra", *SAMPLES}
-    assert set(gconfig.NON_SEMANTIC_TOP) == {k for k in knobs.NOT_IDENTITY if "." not in k}
+    assert set(identity.NON_SEMANTIC_TOP) == {k for k in knobs.NOT_IDENTITY if "." not in k}
 
 
 @pytest.mark.parametrize("key", list(SAMPLES))
@@ -34,9 +39,9 @@ def test_every_non_identity_key_is_read_alike_by_ids_fusion_axes_and_records(key
         pytest.skip(f"{key} is not in this config tree")
     cfg = compose("preset=debug", SAMPLES[key])
     why = knobs.NOT_IDENTITY[key]
-    assert gconfig.trial_id(cfg) == gconfig.trial_id(base)
+    assert identity.trial_id(cfg) == identity.trial_id(base)
     if why == "output":                      # where it writes, how it is launched: never keeps trials apart
-        assert fusion.fuse_key(cfg) == fusion.fuse_key(base)
+        assert grouping.fuse_key(cfg) == grouping.fuse_key(base)
     assert knobs.is_axis_key(key) == (why == "hint")     # hints stay in params as typed; the rest is no axis
     if why == "driver":                      # set for one launch: never kept among a trial's overrides
         assert final.single_run_overrides(["lr=1e-3", SAMPLES[key]]) == ["lr=1e-3"]
@@ -45,7 +50,7 @@ def test_every_non_identity_key_is_read_alike_by_ids_fusion_axes_and_records(key
 def test_a_trial_records_no_override_the_driver_set_for_one_launch():
     cfg = compose("preset=debug")
     given = ["lr=1e-3", "++train.stop_after_epoch=1", "++launcher.chunk=['a1','b2']", "data.cache_key='abc'"]
-    rec = trial.new_record(cfg, gconfig.trial_id(cfg), given, 16)
+    rec = trial.new_record(cfg, identity.trial_id(cfg), given, 16)
     assert rec["overrides"] == ["lr=1e-3"] and set(rec["params"]) == set(knobs.RECORDED)
 
 
@@ -64,9 +69,9 @@ def test_recorded_overrides_are_read_with_hydras_grammar():
 
 def test_fusion_defaults_are_the_schemas():
     default = (LauncherConf.fuse, LauncherConf.fuse_max)
-    assert fusion.mode(OmegaConf.create({})) == default
+    assert grouping.mode(OmegaConf.create({})) == default
     for launcher in ("local", "slurm"):
-        assert fusion.mode(compose(f"launcher={launcher}")) == default
+        assert grouping.mode(compose(f"launcher={launcher}")) == default
         text = (REPO / "conf" / "launcher" / f"{launcher}.yaml").read_text()
         assert not any(line.split("#")[0].strip().startswith(("fuse:", "fuse_max:")) for line in text.splitlines())
 
@@ -75,19 +80,19 @@ def test_model_dropout_0_does_not_fuse_with_dropout_above_0():
     base = compose("preset=debug")                            # dropout 0.5
     off = compose("preset=debug", "model.dropout=0")          # the model's own rate set apart: 0
     other = compose("preset=debug", "model.dropout=0.3")
-    assert fusion.fuse_key(other) == fusion.fuse_key(base)
-    assert fusion.fuse_key(off) != fusion.fuse_key(base)
-    assert fusion.fuse_key(off) == fusion.fuse_key(compose("preset=debug", "dropout=0"))
-    assert fusion.groups([base, off, other], 18) == [[0, 2], [1]]
+    assert grouping.fuse_key(other) == grouping.fuse_key(base)
+    assert grouping.fuse_key(off) != grouping.fuse_key(base)
+    assert grouping.fuse_key(off) == grouping.fuse_key(compose("preset=debug", "dropout=0"))
+    assert grouping.groups([base, off, other], 18) == [[0, 2], [1]]
 
 
 def test_a_trial_takes_the_cache_key_the_driver_passed_down(tmp_path, monkeypatch):
     def index(cfg):
         raise AssertionError("the data was indexed again")
-    monkeypatch.setattr(preflight, "data_key", index)
+    monkeypatch.setattr(cache, "data_key", index)
     cfg = compose("preset=debug", "data.cache_key='abc'")
-    tid = gconfig.trial_id(cfg)
-    assert tid == gconfig.trial_id(compose("preset=debug"))
+    tid = identity.trial_id(cfg)
+    assert tid == identity.trial_id(compose("preset=debug"))
     records.write_json(tmp_path / records.RESULT, {"trial_id": tid, "status": "ok", "cache_hash": "abc"})
     assert trial.current_record(cfg, tmp_path, tid)["cache_hash"] == "abc"
     records.write_json(tmp_path / records.RESULT, {"trial_id": tid, "status": "ok", "cache_hash": "old"})
@@ -96,8 +101,8 @@ def test_a_trial_takes_the_cache_key_the_driver_passed_down(tmp_path, monkeypatc
 
 def test_a_single_run_works_the_cache_key_out_itself(tmp_path, monkeypatch):
     asked = []
-    monkeypatch.setattr(preflight, "data_key", lambda cfg: asked.append(cfg) or "abc")
+    monkeypatch.setattr(cache, "data_key", lambda cfg: asked.append(cfg) or "abc")
     cfg = compose("preset=debug")
-    tid = gconfig.trial_id(cfg)
+    tid = identity.trial_id(cfg)
     records.write_json(Path(tmp_path) / records.RESULT, {"trial_id": tid, "status": "ok", "cache_hash": "abc"})
     assert trial.current_record(cfg, tmp_path, tid) is not None and len(asked) == 1

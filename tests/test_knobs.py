@@ -7,7 +7,7 @@ import yaml
 from conftest import compose
 from test_reduce import reduce_quiet, write_manifest, write_trial
 
-from gridtune import knobs
+from gridtune.config import knobs
 
 
 def test_axes_come_from_the_overrides_in_grid_order():

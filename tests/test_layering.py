@@ -107,8 +107,8 @@ def test_no_import_cycles_between_gridtune_modules():
     mods = _modules()
     edges = _edges(mods)
     graph = {m: {t for t, _ in e if t != m and t not in _ancestors(m)} for m, e in edges.items()}
-    assert "gridtune.engine" in graph and "gridtune.runtime" in graph["gridtune.engine"]
-    assert "gridtune.trial" not in graph["gridtune.engine"]
+    assert "gridtune.train.engine" in graph and "gridtune.train.runtime" in graph["gridtune.train.engine"]
+    assert "gridtune.train.trial" not in graph["gridtune.train.engine"]
     assert _cycles(graph) == []
 
 
@@ -133,10 +133,55 @@ def test_report_package_imports_no_torch():
     names = sorted(m for m in _modules() if m.startswith("gridtune.report"))
     assert "gridtune.report.plots.figure" in names and "gridtune.report.plots.lr_find" in names
     code = ("import importlib, sys\n"
-            f"for name in {names + ['gridtune.reduce', 'gridtune.status', 'gridtune.sweepdir', 'gridtune.knobs']!r}:\n"
+            f"for name in {names + ['gridtune.reduce', 'gridtune.status', 'gridtune.sweepdir.ledger', 'gridtune.config.knobs']!r}:\n"
             "    importlib.import_module(name)\n"
             "print(sorted(m for m in ('torch', 'matplotlib', 'omegaconf', 'hydra') if m in sys.modules))\n")
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# The wings, lowest first: a module imports only modules of its own wing or of wings below it. The
+# commands (gridtune/<name>.py, what users run with `python -m`) sit on top and import any wing, but
+# no other command.
+WINGS = ("config", "sweepdir", "halving", "slurm", "data", "train", "checks", "use", "report")
+
+
+def _wing(mod: str) -> int:
+    parts = mod.split(".")
+    if len(parts) == 1:
+        return len(WINGS) + 1                       # the package itself
+    if parts[1] in WINGS:
+        return WINGS.index(parts[1])
+    return len(WINGS)                               # a command
+
+
+def _upward_imports(edges: dict[str, set[tuple[str, str | None]]]) -> list[str]:
+    bad = []
+    for mod, targets in edges.items():
+        for target, _ in targets:
+            if target == mod or target in _ancestors(mod) or target == "gridtune":
+                continue
+            here, there = _wing(mod), _wing(target)
+            if there > here or (there == here == len(WINGS) and mod != target):
+                bad.append(f"{mod} imports {target}")
+    return sorted(bad)
+
+
+def test_every_module_lives_in_a_declared_wing_or_is_a_command():
+    commands = sorted(m for m in _modules() if _wing(m) == len(WINGS))
+    assert commands == sorted(f"gridtune.{c}" for c in (
+        "sweep", "plan", "status", "reduce", "final", "lr_find", "predict", "export", "doctor"))
+
+
+def test_a_wing_imports_only_wings_below_it():
+    assert _upward_imports(_edges(_modules())) == []
+
+
+def test_the_wing_check_sees_an_upward_import():
+    edges = {"gridtune.config.knobs": {("gridtune.train.model", None)},
+             "gridtune.sweep": {("gridtune.doctor", None), ("gridtune.train.trial", None)},
+             "gridtune.train.trial": {("gridtune.train", None), ("gridtune.data.feed", "prepare")}}
+    assert _upward_imports(edges) == ["gridtune.config.knobs imports gridtune.train.model",
+                                      "gridtune.sweep imports gridtune.doctor"]

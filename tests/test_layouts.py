@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from gridtune import layouts
-from gridtune.data import split
+from gridtune.data import layouts
+from gridtune.data.feed import split
 
 
 def test_irmas_names_parse_by_position():

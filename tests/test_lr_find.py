@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import compose, gridtune
 from gridtune import lr_find
-from gridtune.config import ConfigError
+from gridtune.config.identity import ConfigError
 from gridtune.lr_find import cap_iters, fmt_lr, range_test, round1, suggest, suggest_grid
 
 

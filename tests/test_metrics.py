@@ -1,4 +1,4 @@
-"""Tests for gridtune.metrics on hand-computed cases."""
+"""Tests for gridtune.train.metrics on hand-computed cases."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from gridtune.data import class_weights
-from gridtune.metrics import choose_threshold, classification_metrics, multilabel_f1
+from gridtune.data.feed import class_weights
+from gridtune.train.metrics import choose_threshold, classification_metrics, multilabel_f1
 
 NAMES3 = ["a", "b", "c"]
 
@@ -190,14 +190,14 @@ def test_balanced_class_weights_rejects_out_of_range():
 
 
 def test_metrics_module_does_not_import_torch():
-    # the report side imports gridtune.metrics on machines without torch
+    # the report side imports gridtune.train.metrics on machines without torch
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     src = Path(__file__).resolve().parents[1] / "src"
-    code = "import sys, gridtune.metrics; print('torch' in sys.modules)"
+    code = "import sys, gridtune.train.metrics; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(src)})
     assert out.stdout.strip() == "False"

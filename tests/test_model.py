@@ -1,4 +1,4 @@
-"""Tests for gridtune.model: shapes of the yaml variants, head/feature split, L2 penalty, counts."""
+"""Tests for gridtune.train.model: shapes of the yaml variants, head/feature split, L2 penalty, counts."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import load_option
-from gridtune.model import AudioCNN, build_model, count_params, l2_penalty
+from gridtune.train.model import AudioCNN, build_model, count_params, l2_penalty
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 VARIANTS = ("cnn256", "cnn256_dense", "cnn256_deep")

@@ -1,4 +1,4 @@
-"""Tests for gridtune.optim: every optimizer/schedule yaml builds, group LRs apply, schedules hit their values."""
+"""Tests for gridtune.train.optim: every optimizer/schedule yaml builds, group LRs apply, schedules hit their values."""
 from __future__ import annotations
 
 import copy
@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import load_option
-from gridtune.model import AudioCNN
-from gridtune.optim import OPTIMIZERS, SCHEDULE_KNOBS, build_optimizer, build_scheduler
+from gridtune.train.model import AudioCNN
+from gridtune.train.optim import OPTIMIZERS, SCHEDULE_KNOBS, build_optimizer, build_scheduler
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SHAPE = (16, 16)

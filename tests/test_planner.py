@@ -9,9 +9,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from gridtune import config as gconfig, overrides as ov
-from gridtune.planner import PlanError, Planner, snapshot
-from gridtune.schema import CONF_DIR
+from gridtune.config import identity, overrides as ov
+from gridtune.config.planner import PlanError, Planner, snapshot
+from gridtune.config.schema import CONF_DIR
 
 GRIDS = sorted(p.stem for p in (REPO / "conf" / "sweep").glob("*.yaml"))
 # 2 optimizers x 2 schedules x 2 models x 5 lr x 5 dropout x 5 seeds = 1,000 trials, 8 sets of group choices
@@ -33,8 +33,8 @@ def _same(planner: Planner, trial: list[str]) -> str:
     """The three ways agree: full compose, compose by merge, and the shared working copy."""
     fast, full = planner.compose(trial), planner.full(trial)
     assert OmegaConf.to_container(fast, resolve=False) == OmegaConf.to_container(full, resolve=False), trial
-    tid = gconfig.trial_id(full)
-    assert gconfig.trial_id(fast) == tid
+    tid = identity.trial_id(full)
+    assert identity.trial_id(fast) == tid
     with planner.trial(trial) as (work, work_id):
         assert work_id == tid, trial
         assert OmegaConf.to_container(snapshot(work), resolve=False) == \

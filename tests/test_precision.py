@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conftest import compose
-from gridtune import records
-from gridtune.config import trial_id
-from gridtune.loop import cpu_has_bf16, precision, resolve_amp
-from gridtune.runtime import set_cpu
-from gridtune.trial import run_trial
+from gridtune.sweepdir import records
+from gridtune.config.identity import trial_id
+from gridtune.train.loop import cpu_has_bf16, precision, resolve_amp
+from gridtune.train.runtime import set_cpu
+from gridtune.train.trial import run_trial
 
 CPU = torch.device("cpu")
 

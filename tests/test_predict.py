@@ -14,9 +14,10 @@ import soundfile as sf
 import torch
 from modeldirs import make_final_dir, make_trial_dir
 
-from gridtune import evaluate, predict, trained
-from gridtune.demo_data import CLASSES
-from gridtune.loop import precision
+from gridtune.use import evaluate, trained
+from gridtune import predict
+from gridtune.data.demo import CLASSES
+from gridtune.train.loop import precision
 
 SR, WINDOW, HOP = 16000, 48000, 24000
 
@@ -91,8 +92,8 @@ def test_short_and_long_files_are_windowed_and_averaged_as_the_test_evaluation(d
 
 
 def test_files_are_decoded_to_the_samples_the_test_evaluation_reads(demo_root, tmp_path):
-    from gridtune import cache
-    from gridtune.layouts import index_test
+    from gridtune.data import cache
+    from gridtune.data.layouts import index_test
     clips = index_test(demo_root, list(CLASSES))
     entry = cache.load_or_build(demo_root, [(rel, labels, rel) for rel, labels in clips],
                                 {"kind": "audio", "sample_rate": SR, "variable": True}, tmp_path / "cache")
@@ -226,8 +227,9 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(dirs, clips, capsys):
 def test_predicting_a_final_runs_test_clips_reproduces_its_test_figures(demo_root, tmp_path):
     """A real sweep and final run; predict on its IRMAS test clips gives final.json's micro-F1."""
     from conftest import gridtune
-    from gridtune import final, metrics
-    from gridtune.layouts import index_test
+    from gridtune import final
+    from gridtune.train import metrics
+    from gridtune.data.layouts import index_test
     env = {"GRIDTUNE_OUT": str(tmp_path), "WANDB_MODE": "disabled"}
     gridtune("-m", "preset=debug", "sweep_name=p", f"out_root={tmp_path}", f"data.root={demo_root}",
              "train.epochs=1", env=env)

@@ -9,8 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose
-from gridtune import cluster, data, layouts, metrics, preflight, records
-from gridtune.sweepdir import done_record as final_record, same_data
+from gridtune.slurm import cluster
+from gridtune.data import cache, feed, layouts
+from gridtune.train import metrics
+from gridtune.checks import preflight
+from gridtune.sweepdir import records
+from gridtune.sweepdir.ledger import done_record as final_record, same_data
 
 FAST = ("preset=debug", "train.epochs=1")
 
@@ -120,7 +124,7 @@ def test_clean_grid_has_no_problems_and_facts_per_trial(demo_root):
     assert problems == []
     assert facts[0] == facts[1] and facts[0].n_clips == 66
     labels = [c.label for c in layouts.index_train(demo_root, "auto", None)[0]]
-    assert 0 < facts[0].n_train == len(data.split(labels, [c.group for c in layouts.index_train(
+    assert 0 < facts[0].n_train == len(feed.split(labels, [c.group for c in layouts.index_train(
         demo_root, "auto", None)[0]], {"val": 0.15}, 0)["train"]) < 66
 
 
@@ -141,7 +145,7 @@ def test_objective_must_be_a_recorded_metric(demo_root):
 
 @pytest.mark.slow
 def test_recorded_metrics_are_what_a_trial_records(demo_root, tmp_path):
-    from gridtune.trial import run_trial
+    from gridtune.train.trial import run_trial
     rec = run_trial(compose(*FAST, f"data.root={demo_root}"), tmp_path / "t")
     assert rec["status"] == "ok" and sorted(rec["metrics"]) == sorted(metrics.RECORDED)
 
@@ -185,16 +189,16 @@ def test_unusable_root_is_one_line(tmp_path):
 
 def test_data_key_is_the_key_the_cache_opens(fresh_data):
     cfg = compose(*FAST, f"data.root={fresh_data}")
-    key = preflight.data_key(cfg)
-    assert key == preflight.inspect_data([cfg])[0][0].cache_key == data.prepare(cfg).entry.key
+    key = cache.data_key(cfg)
+    assert key == preflight.inspect_data([cfg])[0][0].cache_key == feed.prepare(cfg).entry.key
     wav = sorted((fresh_data / layouts.TRAIN_DIR / "gel").glob("*.wav"))[0]
     os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 1_000_000))   # touched
-    touched = preflight.data_key(cfg)
+    touched = cache.data_key(cfg)
     assert touched != key
     shutil.copy2(wav, wav.with_name("extra__1.wav"))                                    # a file more
-    assert preflight.data_key(cfg) not in (key, touched)
-    assert preflight.data_key(compose(*FAST, f"data.root={fresh_data}", "data.sample_rate=8000")) != \
-        preflight.data_key(cfg)                                                        # other audio params
+    assert cache.data_key(cfg) not in (key, touched)
+    assert cache.data_key(compose(*FAST, f"data.root={fresh_data}", "data.sample_rate=8000")) != \
+        cache.data_key(cfg)                                                        # other audio params
 
 
 def test_a_final_record_counts_only_on_the_same_data(tmp_path):
@@ -213,15 +217,15 @@ def test_redone_message():
 
 @pytest.mark.slow
 def test_rerun_on_other_data_redoes_the_trials(run_gridtune, demo_root, tmp_path):
-    from gridtune.demo_data import generate
+    from gridtune.data.demo import generate
     other = tmp_path / "other"
     generate(other, per_class=6, test_clips=0, seed=1)
     args = ("-m", *FAST, "lr=1e-3,1e-4", "sweep_name=ident", f"out_root={tmp_path}")
     run_gridtune(*args, f"data.root={demo_root}")
     sweep = tmp_path / "ident"
     old = {p.parent.name: records.read_json(p)["cache_hash"] for p in sweep.glob("*/result.json")}
-    old_key = preflight.data_key(compose(*FAST, f"data.root={demo_root}"))
-    new_key = preflight.data_key(compose(*FAST, f"data.root={other}"))
+    old_key = cache.data_key(compose(*FAST, f"data.root={demo_root}"))
+    new_key = cache.data_key(compose(*FAST, f"data.root={other}"))
     assert len(old) == 2 and set(old.values()) == {old_key} != {new_key}
 
     plan = run_gridtune(*args[1:], f"data.root={other}", module="gridtune.plan")

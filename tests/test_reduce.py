@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from gridtune.report.leaderboard import Stat, build, t975
-from gridtune.records import write_history, write_json
+from gridtune.sweepdir.records import write_history, write_json
 from gridtune.reduce import main, reduce_sweep
-from gridtune.sweepdir import read_sweep
+from gridtune.sweepdir.ledger import read_sweep
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 PARAMS = {"lr": 0.001, "dropout": 0.4, "l2": 0.0001, "seed": 0, "optim": "adam", "sched": "none",

@@ -123,14 +123,14 @@ def test_tracking_logs_leaderboard_table(tmp_path, monkeypatch, capsys):
         calls["open"] = (cfg, job_type, group)
         return FakeTracker()
 
-    monkeypatch.setitem(sys.modules, "gridtune.tracking", types.SimpleNamespace(open_tracker=open_tracker))
+    monkeypatch.setitem(sys.modules, "gridtune.sweepdir.tracking", types.SimpleNamespace(open_tracker=open_tracker))
     assert main([str(tmp_path), "--no-plots", "--tracking", "wandb"]) == 0
     key, columns, rows = calls["table"]
     assert key == "leaderboard" and "objective_mean" in columns and len(rows) == 10
     assert calls["open"][0]["name"] == "wandb" and calls["open"][1] == "reduce"
     assert calls["summary"]["best/trial_id"] == rows[0][columns.index("run_id")]
 
-    monkeypatch.setitem(sys.modules, "gridtune.tracking", None)  # import fails: one warning, still exit 0
+    monkeypatch.setitem(sys.modules, "gridtune.sweepdir.tracking", None)  # import fails: one warning, still exit 0
     assert main([str(tmp_path), "--no-plots", "--tracking", "wandb"]) == 0
     err = capsys.readouterr().err
     assert err.count("warning: --tracking wandb skipped") == 1

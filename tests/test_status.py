@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gridtune import records, status
+from gridtune.sweepdir import ledger, records
+from gridtune import status
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -270,10 +271,10 @@ def test_a_long_error_keeps_its_cause(tmp_path):
     path = "/scratch/" + "deep/" * 40 + "[cel][cla]0999__1.wav"
     sweep = tmp_path / "s"
     records.write_json(sweep / "t-long" / records.RESULT,
-                       _result("t-long", "failed", error=f"gridtune.audio.BadAudio: {path}: not readable as audio"))
+                       _result("t-long", "failed", error=f"gridtune.data.audio.BadAudio: {path}: not readable as audio"))
     (detail,) = [s["detail"] for s in status.collect_states(sweep)]
     assert len(detail) == 160
-    assert detail.startswith("gridtune.audio.BadAudio: /scratch/deep/")
+    assert detail.startswith("gridtune.data.audio.BadAudio: /scratch/deep/")
     assert detail.endswith("/[cel][cla]0999__1.wav: not readable as audio") and "…" in detail
 
 
@@ -327,14 +328,14 @@ def test_watch_bar_counts_planned_epochs_of_unfinished_trials(tmp_path):
         *records.read_json(sweep / records.MANIFEST)["trials"],
         {"trial_id": "c", "overrides": ["lr=3", "seed=0"], "params": {"lr": 3}, "epochs": 10}]})
     records.write_history(sweep / "c" / records.HISTORY, _history(4))      # interrupted after 4 of 10
-    read = status.sweepdir.read_sweep(sweep)
+    read = ledger.read_sweep(sweep)
     block = status.watch_block(read, [status.trial_state(t) for t in read.trials])
     assert "[######################--------]  73%  17/23 epochs, 2/3 trials final" in block.splitlines()
     assert "  c  interrupted  epoch 4/10" in block
 
 
 def test_watch_bar_counts_trials_when_planned_epochs_are_unknown(sweep):
-    read = status.sweepdir.read_sweep(sweep)
+    read = ledger.read_sweep(sweep)
     block = status.watch_block(read, [status.trial_state(t) for t in read.trials]).splitlines()
     # final: ok, diverged, oom, failed, torn; epochs: t-ok's 10, t-running's 3, t-pending's 4
     assert block[1] == ("[################--------------]  55%  5/9 trials final, 17 epochs done "

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from gridtune import records
+from gridtune.sweepdir import records
 
 # the same kernels in both sweeps (see tests/test_fused.py)
 GRID = ("-m", "preset=debug", "train.epochs=2", "device=cpu", "train.amp=off", "train.threads=1", "train.onednn=false",

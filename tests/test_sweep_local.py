@@ -3,7 +3,7 @@ invalid grid launches nothing, and K trials per job give exactly the results of 
 
 import pytest
 
-from gridtune import records
+from gridtune.sweepdir import records
 
 COMMON = ("preset=debug", "train.epochs=2")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gridtune import records, status, sweepdir
+from gridtune.sweepdir import records, ledger
+from gridtune import status
 from gridtune.reduce import reduce_sweep
 
 EXPECTED = {"t-ok": "ok", "t-ok2": "ok", "t-stopped": "stopped", "t-diverged": "diverged", "t-oom": "oom",
@@ -95,10 +96,10 @@ def every(tmp_path, monkeypatch):
 
 
 def test_every_state_once(every):
-    sweep = sweepdir.read_sweep(every)
+    sweep = ledger.read_sweep(every)
     assert {t.trial_id: t.state for t in sweep.trials} == EXPECTED
     assert [t.trial_id for t in sweep.trials] == list(EXPECTED)     # the manifest's order
-    assert set(sweepdir.STATES) == set(EXPECTED.values())
+    assert set(ledger.STATES) == set(EXPECTED.values())
     by_id = {t.trial_id: t for t in sweep.trials}
     assert by_id["t-stopped"].reason == "stopped at rung 1: rank 3 of 3"
     assert by_id["t-paused"].reason == "paused after epoch 2: waiting for its next halving rung"
@@ -128,7 +129,7 @@ def test_status_and_reduce_agree_on_every_trial(every, capsys):
         assert f"| {t.trial_id} | {states[t.trial_id]['state']} |" in md
     assert status.main([str(every)]) == 3
     printed = capsys.readouterr().out
-    line = sweepdir.counts_line(EXPECTED.values())
+    line = ledger.counts_line(EXPECTED.values())
     assert line in printed.splitlines() and line in out.getvalue()
     assert line == ("16 trials: 2 ok, 1 stopped, 1 diverged, 1 oom, 1 failed, 2 torn, 1 paused, 2 running, "
                     "3 interrupted, 2 pending")
@@ -170,11 +171,11 @@ def test_demo_like_sweep_and_final_run(tmp_path, capsys):
 
 def test_sweeper_summary_and_done_split_use_the_same_account(every, capsys):
     from hydra_plugins.gridtune_sweeper.gridtune_sweeper import GridtuneSweeper
-    GridtuneSweeper._summary(every, [{"trial_id": t} for t in ("t-ok", "t-diverged", "t-oom", "t-gone")], sweepdir)
+    GridtuneSweeper._summary(every, [{"trial_id": t} for t in ("t-ok", "t-diverged", "t-oom", "t-gone")])
     assert "gridtune: 4 trials: 1 ok, 1 diverged, 1 oom, 1 pending." in capsys.readouterr().out
-    done = {t for t in EXPECTED if sweepdir.done_record(every / t, t)}
+    done = {t for t in EXPECTED if ledger.done_record(every / t, t)}
     assert done == {t for t, s in EXPECTED.items() if s in records.FINAL_STATUSES}
     # a trial stopped by successive halving is done for its ladder (halving.json keeps it stopped), not
     # for a rerun of the same grid without halving, which resumes it to train.epochs
-    assert "stopped" in sweepdir.DONE and sweepdir.done_record(every / "t-stopped", "t-stopped") is None
-    assert sweepdir.done_record(every / "t-ok", "another-id") is None
+    assert "stopped" in ledger.DONE and ledger.done_record(every / "t-stopped", "t-stopped") is None
+    assert ledger.done_record(every / "t-ok", "another-id") is None

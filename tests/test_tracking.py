@@ -1,4 +1,4 @@
-"""Tests for gridtune.tracking: the no-op backend and offline wandb runs (never any network).
+"""Tests for gridtune.sweepdir.tracking: the no-op backend and offline wandb runs (never any network).
 
 wandb 0.31 keeps an offline run's config, history and summary only in its transaction log
 (`run-<id>.wandb`: a LevelDB-style log of protobuf records), so the assertions read that file.
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import load_option
-from gridtune import tracking
-from gridtune.tracking import open_tracker, resolve_mode, scrub_secrets
+from gridtune.sweepdir import tracking
+from gridtune.sweepdir.tracking import open_tracker, resolve_mode, scrub_secrets
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CONF = Path(__file__).resolve().parents[1] / "conf" / "tracking"
@@ -129,7 +129,7 @@ def _run(cfg, run_dir, config=None, name="t0000", job_type="trial"):
 def test_none_backend_never_imports_wandb(tmp_path):
     code = (
         "import sys\n"
-        "from gridtune.tracking import open_tracker\n"
+        "from gridtune.sweepdir.tracking import open_tracker\n"
         "for cfg in ({'name': 'none'}, None, {'name': 'wandb', 'mode': 'disabled'}):\n"
         "    with open_tracker(cfg, run_dir=sys.argv[1], name='t', group='g', job_type='trial',\n"
         "                      config={'a': 1}) as tr:\n"
@@ -286,7 +286,7 @@ def test_init_failure_falls_back_to_noop(wandb_env, monkeypatch, caplog):
         raise wandb.errors.UsageError("bad setup")
 
     monkeypatch.setattr(wandb, "init", broken_init)
-    with caplog.at_level(logging.WARNING, logger="gridtune.tracking"):
+    with caplog.at_level(logging.WARNING, logger="gridtune.sweepdir.tracking"):
         with _run(WANDB_CFG, wandb_env / "t0004") as tr:
             tr.log({"val/acc": 0.5}, step=0)
     assert type(tr) is tracking.Tracker and tr.run_id is None
@@ -309,7 +309,7 @@ def test_online_failure_retries_offline_once_per_process(wandb_env, monkeypatch,
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     monkeypatch.delenv("WANDB_MODE")
     cfg = {**WANDB_CFG, "mode": "auto"}
-    with caplog.at_level(logging.WARNING, logger="gridtune.tracking"):
+    with caplog.at_level(logging.WARNING, logger="gridtune.sweepdir.tracking"):
         for i in range(2):
             with _run(cfg, wandb_env / f"t{i:04d}") as tr:
                 tr.log({"val/acc": 0.5}, step=0)
@@ -325,8 +325,8 @@ def test_requeued_offline_trial_syncs_every_epoch(wandb_env, demo_root, run_kill
     """A trial killed after epoch 2 and resumed: the offline run that `wandb sync` picks up holds all
     of its epochs (wandb offline ignores resume and a sync of two runs with one id keeps one)."""
     from conftest import compose
-    from gridtune import records
-    from gridtune.trial import run_trial
+    from gridtune.sweepdir import records
+    from gridtune.train.trial import run_trial
     cfg = compose("preset=debug", f"data.root={demo_root}", "train.epochs=4", "tracking=wandb",
                   "tracking.mode=offline", "tracking.project=gridtune-test")
     out = wandb_env / "trial"

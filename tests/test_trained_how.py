@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose
-from gridtune import records
-from gridtune.config import trial_id
-from gridtune.fused import run_chunk
-from gridtune.trial import run_trial
+from gridtune.sweepdir import records
+from gridtune.config.identity import trial_id
+from gridtune.train.fused.job import run_chunk
+from gridtune.train.trial import run_trial
 
 BASE = ("preset=debug", "device=cpu", "train.threads=1", "train.epochs=1")
 

@@ -5,8 +5,8 @@ import json
 import torch
 
 from conftest import compose
-from gridtune import records
-from gridtune.trial import run_trial
+from gridtune.sweepdir import records
+from gridtune.train.trial import run_trial
 
 FAST = ("preset=debug", "train.epochs=3")
 

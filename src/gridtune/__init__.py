@@ -2,6 +2,6 @@
 
 Entry points: `python -m gridtune.sweep` (trials and grids), `gridtune.reduce` (leaderboard, report,
 best.yaml), `gridtune.final` (retrain the winner), `gridtune.status`, `gridtune.plan`, `gridtune.lr_find`,
-`gridtune.demo_data`. This package imports nothing heavy on import.
+`gridtune.data.demo`. This package imports nothing heavy on import.
 """
 __version__ = "0.1.0"

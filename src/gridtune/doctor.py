@@ -70,20 +70,20 @@ def check_cuda(device: str) -> Check:
 
 
 def check_cpu_bf16() -> Check:
-    from .loop import cpu_has_bf16
+    from gridtune.train.loop import cpu_has_bf16
     if cpu_has_bf16():
         return Check("cpu bf16", True, "native bf16 (AVX512-BF16/AMX): train.amp=auto uses bf16 on the CPU")
     return Check("cpu bf16", True, "no native bf16: train.amp=auto trains in fp32 on the CPU")
 
 
 def check_data(cfg) -> Check:
-    from .layouts import DataError, index_train
+    from gridtune.data.layouts import DataError, index_train
     root = str(cfg.data.root)
     try:
         clips, names, layout = index_train(root, str(cfg.data.layout), list(cfg.data.classes or []) or None)
     except (DataError, OSError) as e:
         return Check("data", False, str(e), "point data.root (or GRIDTUNE_DATA) at an IRMAS-layout folder; "
-                     "python -m gridtune.demo_data --out DIR makes one")
+                     "python -m gridtune.data.demo --out DIR makes one")
     tests = sorted(p.name for p in Path(root).glob("IRMAS-TestingData-Part*") if p.is_dir())
     extra = f", test parts: {', '.join(tests)}" if tests else ", no IRMAS test parts"
     return Check("data", True, f"data.root={root}: layout {layout}, {len(names)} classes, {len(clips)} clips{extra}")
@@ -114,7 +114,7 @@ def check_slurm(cfg) -> Check:
 
 
 def check_wandb(cfg) -> Check:
-    from .tracking import resolve_mode
+    from gridtune.sweepdir.tracking import resolve_mode
     backend = str((cfg.get("tracking") or {}).get("name", "none"))
     key = "key set" if os.environ.get("WANDB_API_KEY") or _netrc_has_wandb() else "no key"
     try:
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
-    from .sweep import CONF_DIR
+    from gridtune.config.schema import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("config", overrides=overrides, return_hydra_config=True)
 

@@ -8,9 +8,9 @@ carries the spectrogram; runs in onnxruntime) and `model.torchscript.pt` (`torch
 `torch.jit.script` of this module stops at an internal assert in torch 2.11, and the traced graph
 has no data-dependent branch). Each artifact is run after writing on the data root's test clips
 (or seeded noise) and compared with gridtune's own model in fp32; one whose probabilities differ
-by more than TOLERANCE fails the command (exit 1). The model card (`gridtune.card`) goes beside
+by more than TOLERANCE fails the command (exit 1). The model card (`gridtune.use.card`) goes beside
 them; an ONNX export that fails (an operator ONNX cannot express) or cannot be checked (no
-onnxruntime) is recorded there with its reason. MODEL is anything `gridtune.trained` loads; the
+onnxruntime) is recorded there with its reason. MODEL is anything `gridtune.use.trained` loads; the
 default --out is MODEL/export. Exit 2 for a bad model directory.
 """
 from __future__ import annotations
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import card, evaluate, records
-from .trained import ModelDirError, load
+from gridtune.use import card, evaluate
+from gridtune.sweepdir import records
+from gridtune.use.trained import ModelDirError, load
 
 FORMATS = ("pt2", "onnx", "torchscript")
 FILES = {"pt2": "model.pt2", "onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -53,7 +54,7 @@ def probability_module(trained):
 def check_windows(trained, max_windows: int = 32) -> tuple[np.ndarray, str]:
     """(float32 windows (N, window), what they are): the data root's test clips cut as predict cuts
     them, else seeded noise; a zero-padded short window is always among them."""
-    from . import cache, layouts
+    from gridtune.data import cache, layouts
     window, hop = evaluate.window_and_hop(trained.cfg)
     rng = np.random.default_rng(0)
     rows, what = [], "seeded noise"

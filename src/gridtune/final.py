@@ -3,7 +3,7 @@
 Reads `DIR/best.yaml` (written by `python -m gridtune.reduce DIR`), composes the winner's config
 from its overrides plus the command line's (the command line wins), trains it for `final.epochs`
 on `final.train_on` into `final.out_dir` (default `DIR/final/`), checkpointing every epoch like a
-trial so a requeued job resumes, and evaluates on the test data (`gridtune.evaluate`). Writes
+trial so a requeued job resumes, and evaluates on the test data (`gridtune.use.evaluate`). Writes
 model.pt, final.json, final_report.md, final_config.yaml and provenance.yaml there.
 
 When the final model trains on train+val its "val" curve is in-sample, so the last epoch's weights
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from . import claims, records, sweepdir
-from . import config as gconfig
-from .audio import BadAudio
-from .layouts import DataError
+from gridtune.sweepdir import claims, records, ledger
+from gridtune.config import identity
+from gridtune.data.audio import BadAudio
+from gridtune.data.layouts import DataError
 
 USAGE = "usage: python -m gridtune.final sweep_dir=DIR [hydra overrides, e.g. final.epochs=30 data.root=...]"
 MODEL = "model.pt"
@@ -35,9 +35,9 @@ class FinalError(ValueError):
 
 
 def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
-    """(sweep dir, the other overrides), read with Hydra's override grammar (gridtune.overrides): the
+    """(sweep dir, the other overrides), read with Hydra's override grammar (gridtune.config.overrides): the
     path may be quoted Hydra-style (slurm/final.sh does). A bare first path is taken as sweep_dir."""
-    from .overrides import OverrideError, parse_all
+    from gridtune.config.overrides import OverrideError, parse_all
     if argv and "=" not in argv[0] and not argv[0].startswith(("-", "~")):
         argv = [f"sweep_dir='{_quote(argv[0])}'", *argv[1:]]
     try:
@@ -72,21 +72,21 @@ def read_best(sweep_dir: Path) -> dict:
 
 def single_run_overrides(overrides: list[str]) -> list[str]:
     """A trial's overrides minus what only a multirun means: hydra settings and what the sweep driver
-    set for one launch (gridtune.knobs.DRIVER_SET: the job's chunk, a halving rung's stop epoch...)."""
-    from .knobs import DRIVER_SET
-    from .overrides import parse_all
+    set for one launch (gridtune.config.knobs.DRIVER_SET: the job's chunk, a halving rung's stop epoch...)."""
+    from gridtune.config.knobs import DRIVER_SET
+    from gridtune.config.overrides import parse_all
     return [o.input_line for o in parse_all(overrides) if not o.is_hydra_override() and not o.is_delete()
             and o.key_or_group not in ("hydra", *DRIVER_SET)]
 
 
 def compose(best_overrides: list[str], user: list[str]):
     """The winner's config with the user's overrides on top (a user key replaces the winner's),
-    checked by the validation path every entry point runs (gridtune.validation)."""
+    checked by the validation path every entry point runs (gridtune.checks.validation)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from . import validation
-    from .overrides import OverrideError, parse_all
-    from .schema import CONF_DIR
+    from gridtune.checks import validation
+    from gridtune.config.overrides import OverrideError, parse_all
+    from gridtune.config.schema import CONF_DIR
     try:
         user_keys = {o.key_or_group for o in parse_all(user)}
         overrides = [o for o in single_run_overrides(best_overrides) if parse_all([o])[0].key_or_group not in user_keys]
@@ -110,7 +110,7 @@ def _check_resumable(out: Path, cfg) -> None:
     if not (out / records.CHECKPOINT).exists() or not old_path.exists():
         return
     old = OmegaConf.load(old_path)
-    pairs = [("trial", gconfig.trial_id(old), gconfig.trial_id(cfg))]
+    pairs = [("trial", identity.trial_id(old), identity.trial_id(cfg))]
     pairs += [(k, OmegaConf.select(old, k), OmegaConf.select(cfg, k)) for k in RUN_KEYS]
     for key, was, now in pairs:
         if was != now:
@@ -119,23 +119,24 @@ def _check_resumable(out: Path, cfg) -> None:
 
 
 def run_final(sweep_dir: Path, user: list[str]) -> dict:
-    from . import evaluate, tracking
-    from .engine import TrialRun
-    from .runtime import load_torch, save_torch
+    from gridtune.use import evaluate
+    from gridtune.sweepdir import tracking
+    from gridtune.train.engine import TrialRun
+    from gridtune.train.runtime import load_torch, save_torch
     t0 = time.perf_counter()
     best = read_best(sweep_dir)
     cfg, applied = compose(best["overrides"], user)
-    from .validation import extra_checks
+    from gridtune.checks.validation import extra_checks
     problems = extra_checks([cfg])             # the data, before anything is created
     if problems:
         raise FinalError(f"invalid config: {problems[0]}")
-    config_id = gconfig.trial_id(cfg)      # before the final run's own changes below
+    config_id = identity.trial_id(cfg)      # before the final run's own changes below
     if cfg.device == "cuda":
         import torch
         if not torch.cuda.is_available():
             raise FinalError("device=cuda: no CUDA device is visible")
-    out = Path(cfg.final.get("out_dir") or sweep_dir / sweepdir.FINAL_DIR).resolve()
-    winner = sweepdir.read_run(sweep_dir / str(best["trial_id"]))   # its best.pt sets the IRMAS threshold
+    out = Path(cfg.final.get("out_dir") or sweep_dir / ledger.FINAL_DIR).resolve()
+    winner = ledger.read_run(sweep_dir / str(best["trial_id"]))   # its best.pt sets the IRMAS threshold
     if winner.state != "ok":
         print(f"gridtune.final: warning: best.yaml names trial {winner.trial_id}, which is {winner.state} "
               f"in {sweep_dir} ({winner.reason}); reduce the sweep again?", file=sys.stderr)
@@ -155,7 +156,7 @@ def run_final(sweep_dir: Path, user: list[str]) -> dict:
              "applied_overrides": applied})))
         with tracking.open_tracker(cfg.get("tracking"), run_dir=out, name=f"final-{best['trial_id']}",
                                    group=str(cfg.sweep_name), job_type="final",
-                                   config={**gconfig.semantic_config(cfg), "winner": best["trial_id"],
+                                   config={**identity.semantic_config(cfg), "winner": best["trial_id"],
                                            "final": OmegaConf.to_container(cfg.final, resolve=True)}) as tracker:
             run = TrialRun(cfg, out, batch_size=int(cfg.train.batch_size), tracker=tracker,
                            train_parts=("train", "val") if train_on == "train+val" else ("train",),
@@ -244,14 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         rec = run_final(*parse_args(argv))
-    except (FinalError, gconfig.ConfigError, DataError, BadAudio) as e:
+    except (FinalError, identity.ConfigError, DataError, BadAudio) as e:
         print(f"gridtune.final: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:      # model, optimizer and data checks name the key in one line
         print(f"gridtune.final: error: {(str(e) or type(e).__name__).splitlines()[0]}", file=sys.stderr)
         return 2
     except RuntimeError as e:
-        from .loop import Diverged
+        from gridtune.train.loop import Diverged
         if not isinstance(e, Diverged):
             raise
         print(f"gridtune.final: training {e}; lower lr or check the data", file=sys.stderr)

@@ -28,11 +28,12 @@ from typing import Callable, NamedTuple
 import hydra
 import numpy as np
 
-from . import records, schema
-from .checks import LR_FIND_MIN_ITERS as MIN_ITERS
-from .knobs import fmt_lr, group_lrs
-from .knobs import set_apart as fixed_groups   # the group LRs that do not follow lr
-from .schema import CONF_DIR
+from gridtune.sweepdir import records
+from gridtune.config import schema
+from gridtune.config.checks import LR_FIND_MIN_ITERS as MIN_ITERS
+from gridtune.config.knobs import fmt_lr, group_lrs
+from gridtune.config.knobs import set_apart as fixed_groups   # the group LRs that do not follow lr
+from gridtune.config.schema import CONF_DIR
 
 DEFAULTS = schema.knobs(schema.LrFindConf, ())   # +lr_find.<key>: iters, start_lr, end_lr, smooth, diverge_factor
 MAX_EPOCHS = 1.5     # the most a range test may cost, in epochs of the training split
@@ -152,8 +153,8 @@ def _batches(train_idx: np.ndarray, batch_size: int, generator):
 
 def probe(cfg, opts: dict) -> dict:
     """Build a trial's run in a throw-away directory (no checkpoint is read or written) and sweep its LR."""
-    from .engine import TrialRun
-    from .loop import Diverged, train_epoch
+    from gridtune.train.engine import TrialRun
+    from gridtune.train.loop import Diverged, train_epoch
     with tempfile.TemporaryDirectory(prefix="gridtune-lr_find-") as tmp:
         run = TrialRun(cfg, Path(tmp), batch_size=int(cfg.train.batch_size))
     n_train = len(run.train_idx)
@@ -200,9 +201,9 @@ def probe(cfg, opts: dict) -> dict:
 # -- the Hydra app ----------------------------------------------------------------------------------------
 def options(cfg) -> dict:
     """The lr_find knobs: DEFAULTS overridden by `+lr_find.<key>=value`; unknown keys and bad values
-    refused (the checks are gridtune.checks', run by the validation path before anything starts)."""
-    from .checks import lr_find_options
-    from .config import ConfigError
+    refused (the checks are gridtune.config.checks', run by the validation path before anything starts)."""
+    from gridtune.config.checks import lr_find_options
+    from gridtune.config.identity import ConfigError
     opts, problems = lr_find_options(cfg)
     if problems:
         raise ConfigError(problems[0])
@@ -211,7 +212,7 @@ def options(cfg) -> dict:
 
 def sweep_command(overrides: list[str], grid: list[float]) -> str:
     """`python -m gridtune.sweep -m` with the probe's own overrides (minus lr, hydra.*, lr_find.*) and the grid."""
-    from .overrides import parse_all
+    from gridtune.config.overrides import parse_all
     keep = [o.input_line for o in parse_all(overrides)
             if o.key_or_group != "lr" and not o.is_hydra_override() and not o.key_or_group.startswith("lr_find")]
     return " ".join(["python -m gridtune.sweep -m", *map(shlex.quote, keep),
@@ -219,11 +220,11 @@ def sweep_command(overrides: list[str], grid: list[float]) -> str:
 
 
 def task(cfg) -> dict:
-    """The range test of one composed config. The validation path (gridtune.validation.Gate) has
+    """The range test of one composed config. The validation path (gridtune.checks.validation.Gate) has
     already checked it, and that the run directory is in no sweep, before Hydra created it."""
     from hydra.core.hydra_config import HydraConfig
 
-    from . import config as gconfig
+    from gridtune.config import identity
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
@@ -243,9 +244,9 @@ def task(cfg) -> dict:
            "min_smoothed_loss": res["smoothed"][sug.min_index],
            "max_epochs": MAX_EPOCHS, "fixed_groups": fixed, "command": sweep_command(overrides, grid),
            "overrides": overrides, "git_sha": sha, "git_dirty": dirty, "started_at": started,
-           "config": gconfig.semantic_config(cfg)}
+           "config": identity.semantic_config(cfg)}
     records.write_json(out / JSON_NAME, rec)
-    from .report.plots.lr_find import plot
+    from gridtune.report.plots.lr_find import plot
     plot(out / PNG_NAME, rec)
     if fixed:
         print(f"[gridtune] lr_find: {' and '.join(fixed)} set apart from lr: the grid below does not move "
@@ -260,8 +261,8 @@ def task(cfg) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _main(cfg) -> None:
-    from .config import ConfigError
-    from .layouts import DataError
+    from gridtune.config.identity import ConfigError
+    from gridtune.data.layouts import DataError
     try:
         task(cfg)
     except (ConfigError, DataError, ValueError) as e:   # what a probe finds about its inputs: one line
@@ -273,7 +274,7 @@ def _main(cfg) -> None:
 
 
 def main() -> None:
-    from .validation import run_app
+    from gridtune.checks.validation import run_app
     run_app(_main, "gridtune.lr_find")
 
 

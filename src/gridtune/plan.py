@@ -11,7 +11,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .schema import CONF_DIR
+from gridtune.config.schema import CONF_DIR
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="plan")
@@ -20,7 +20,7 @@ def _main(cfg: DictConfig) -> None:   # never called: the dry run returns before
 
 
 def main() -> None:
-    from .validation import run_app
+    from gridtune.checks.validation import run_app
     run_app(_main, "gridtune.plan")
 
 

@@ -1,12 +1,12 @@
 """`python -m gridtune.predict MODEL INPUT... [--format csv|jsonl|table] [--out FILE]`: label recordings.
 
 MODEL is a final run directory (a sweep directory with `final/` works too) or a trial directory
-(`gridtune.trained`). Each INPUT is an audio file, a folder (searched recursively for audio files)
+(`gridtune.use.trained`). Each INPUT is an audio file, a folder (searched recursively for audio files)
 or a glob. Every file is decoded as the training and test data were (any format soundfile reads,
 mixed to mono, resampled to `data.sample_rate`, stored as the cache stores samples), cut into
 training-length windows `final.window_hop` of a window apart (the last one zero-padded, as short
 training clips are) and its window probabilities averaged: the test evaluation's own code
-(`gridtune.evaluate`), in batches on the device. A class is predicted when its mean probability
+(`gridtune.use.evaluate`), in batches on the device. A class is predicted when its mean probability
 reaches the final run's threshold (chosen on validation); a trial has no threshold, so its
 prediction is the top-1 class. Rows come out in input order: CSV (default), JSON lines or a table.
 
@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, cache, evaluate, records
-from .predict_output import FORMATS, Writer
-from .trained import ModelDirError, load
+from gridtune.data import audio, cache
+from gridtune.use import evaluate
+from gridtune.sweepdir import records
+from gridtune.use.output import FORMATS, Writer
+from gridtune.use.trained import ModelDirError, load
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
                   ".caf", ".w64", ".rf64")
@@ -129,7 +131,7 @@ def model_fn(trained, device, amp: str | None = None):
     """The test evaluation's prob_fn for this model, with the autocast and memory format training chose."""
     import torch
 
-    from .loop import precision
+    from gridtune.train.loop import precision
     amp_dtype, _, channels_last = precision(trained.cfg.train, device, amp)
     if channels_last:
         trained.model.to(memory_format=torch.channels_last)
@@ -167,8 +169,8 @@ def _note(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from .engine import pick_device
-    from .runtime import set_cpu
+    from gridtune.train.engine import pick_device
+    from gridtune.train.runtime import set_cpu
     try:
         device = pick_device(args.device)
         trained = load(args.model, device)

@@ -1,10 +1,10 @@
 """Where a sweep stands: `python -m gridtune.status <sweep_dir> [--json | --watch [--interval S]]`.
 
-The state of each trial comes from its directory (see `gridtune.records` for the layout), never
+The state of each trial comes from its directory (see `gridtune.sweepdir.records` for the layout), never
 from the scheduler: SLURM reports COMPLETED for a job whose Python trial raised, so its view is
 only shown next to ours, from `squeue`/`sacct` where those exist.
 
-States are `gridtune.sweepdir`'s (the reducer uses the same): ok / stopped / diverged (done;
+States are `gridtune.sweepdir.ledger`'s (the reducer uses the same): ok / stopped / diverged (done;
 stopped: early, by successive halving), oom / failed / torn (need a rerun), paused (at a halving
 rung, waiting for the next), running, interrupted and pending (not finished). The final run, when
 there is one, is shown on its own line, never as a trial. Exit code: 0 all final, 1 some
@@ -26,15 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-from gridtune import knobs, sweepdir
-from gridtune.slurm_view import annotate, job_ids, job_key, jobs_from_logs, slurm_view
-from gridtune.sweepdir import DONE, NEEDS_RERUN, STALE_AFTER_S, UNFINISHED, fmt_duration
+from gridtune.config import knobs
+from gridtune.sweepdir import ledger
+from gridtune.slurm.view import annotate, job_ids, job_key, jobs_from_logs, slurm_view
+from gridtune.sweepdir.ledger import DONE, NEEDS_RERUN, STALE_AFTER_S, UNFINISHED, fmt_duration
 
 __all__ = ["STALE_AFTER_S", "collect_states", "counts", "counts_line", "exit_code", "final_state", "main",
            "trial_state", "watch"]
 
 
-def _ok_detail(t: sweepdir.Trial, objective: str | None) -> tuple[float | None, str]:
+def _ok_detail(t: ledger.Trial, objective: str | None) -> tuple[float | None, str]:
     objective = objective or t.get("objective")
     value = t.metric(objective) if isinstance(objective, str) else None
     parts = [f"{objective}={value:.4f}" if value is not None else None,
@@ -43,7 +44,7 @@ def _ok_detail(t: sweepdir.Trial, objective: str | None) -> tuple[float | None, 
     return value, "  ".join(p for p in parts if p)
 
 
-def trial_state(t: sweepdir.Trial, objective: str | None = None) -> dict:
+def trial_state(t: ledger.Trial, objective: str | None = None) -> dict:
     """One trial as status shows it (and prints with --json)."""
     claim = t.claim or {}
     s = {"trial_id": t.trial_id, "state": t.state, "detail": t.reason or "", "status": t.get("status"),
@@ -67,7 +68,7 @@ def _clip(text: str, limit: int = 160) -> str:
     return f"{text[:head]}…{text[len(text) - (limit - head - 1):]}"
 
 
-def final_state(final: sweepdir.Trial | None) -> dict | None:
+def final_state(final: ledger.Trial | None) -> dict | None:
     """The final run, on its own line: its state and, once done, its test figures."""
     if final is None:
         return None
@@ -82,13 +83,13 @@ def final_state(final: sweepdir.Trial | None) -> dict | None:
 
 def collect_states(sweep_dir: str | Path) -> list[dict]:
     """One dict per trial: the manifest's in order, then other trial directories by name."""
-    sweep = sweepdir.read_sweep(sweep_dir)
+    sweep = ledger.read_sweep(sweep_dir)
     objective = (sweep.manifest or {}).get("objective")
     return [trial_state(t, objective) for t in sweep.trials]
 
 
 def counts(states: list[dict]) -> dict[str, int]:
-    return sweepdir.counts(s["state"] for s in states)
+    return ledger.counts(s["state"] for s in states)
 
 
 def exit_code(states: list[dict]) -> int:
@@ -98,14 +99,14 @@ def exit_code(states: list[dict]) -> int:
 
 
 def counts_line(states: list[dict]) -> str:
-    return sweepdir.counts_line(s["state"] for s in states)
+    return ledger.counts_line(s["state"] for s in states)
 
 
 BAR_WIDTH = 30
 WATCH_ROWS = 20        # trials under way listed per block; the rest are counted
 
 
-def planned_epochs(sweep: sweepdir.Sweep) -> dict[str, int | None]:
+def planned_epochs(sweep: ledger.Sweep) -> dict[str, int | None]:
     """Epochs each trial is to train: the manifest's `epochs`, else its `train.epochs` parameter (set
     when the grid or the command line sets it); a finished trial's plan is what it ran."""
     entries = {e.get("trial_id"): e for e in (sweep.manifest or {}).get("trials") or [] if isinstance(e, dict)}
@@ -139,14 +140,14 @@ def best_line(states: list[dict], mode: str | None) -> str:
         return "best: none yet"
     best = (min if mode == "min" else max)(scored, key=lambda s: s["objective"])
     values: dict[str | None, set] = {}
-    for s in states:        # overrides read as the sweep read them (gridtune.knobs, Hydra's grammar)
+    for s in states:        # overrides read as the sweep read them (gridtune.config.knobs, Hydra's grammar)
         for o in s["overrides"]:
             values.setdefault(knobs.key_of(str(o)), set()).add(str(o))
     axes = [o for o in best["overrides"] if len(values[knobs.key_of(str(o))]) > 1]
     return f"best: {best['trial_id']}  {best['detail']}" + (f"  ({' '.join(axes)})" if axes else "")
 
 
-def watch_block(sweep: sweepdir.Sweep, states: list[dict]) -> str:
+def watch_block(sweep: ledger.Sweep, states: list[dict]) -> str:
     """One refresh: header, bar, counts, best, then the trials under way or needing a rerun."""
     manifest = sweep.manifest or {}
     plans = planned_epochs(sweep)
@@ -169,7 +170,7 @@ def watch(sweep_dir: Path, interval: float, out=None) -> int:
     out = out or sys.stdout
     tty = out.isatty()
     while True:
-        sweep = sweepdir.read_sweep(sweep_dir)
+        sweep = ledger.read_sweep(sweep_dir)
         objective = (sweep.manifest or {}).get("objective")
         states = [trial_state(t, objective) for t in sweep.trials]
         block = watch_block(sweep, states) if states else f"no trials in {sweep_dir} yet\n"
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             return watch(sweep_dir, args.interval)
         except KeyboardInterrupt:
             return 130
-    sweep = sweepdir.read_sweep(sweep_dir)
+    sweep = ledger.read_sweep(sweep_dir)
     manifest, notes = sweep.manifest or {}, sweep.warnings
     states = [trial_state(t, manifest.get("objective")) for t in sweep.trials]
     final = final_state(sweep.final)

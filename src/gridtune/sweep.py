@@ -4,13 +4,13 @@
     python -m gridtune.sweep -m lr=1e-3,5e-4,1e-4           # three trials, local launcher
     python -m gridtune.sweep -m sweep=task11 launcher=slurm # the report's 18-trial grid as a job array
 
-Both modes run the same validation path (gridtune.validation) before anything is created: in
+Both modes run the same validation path (gridtune.checks.validation) before anything is created: in
 multirun mode the gridtune sweeper (hydra_plugins/gridtune_sweeper) composes and validates the whole
 grid, skips trials already done, and hands the rest to the launcher; in single-run mode the
 `Gate` callback (conf/config.yaml) validates the one trial before Hydra makes its run directory.
 Each job runs this task function: its own trial, plus (with launcher.trials_per_job > 1) the other
 trials of its chunk, whose configs the driver wrote into their directories beforehand; with
-launcher.fuse the chunk's fusable trials train as one fused model (gridtune.fused).
+launcher.fuse the chunk's fusable trials train as one fused model (gridtune.train.fused.job).
 Exit codes: 0 when every trial ended ok or diverged, 1 when one did not, 2 for invalid input.
 """
 from __future__ import annotations
@@ -22,13 +22,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from . import config as gconfig   # registers ${gridtune_trial_id:}
-from . import records
-from .schema import CONF_DIR
+from gridtune.config import identity   # registers ${gridtune_trial_id:}
+from gridtune.sweepdir import records
+from gridtune.config.schema import CONF_DIR
 
 
 def _run_one(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> dict:
-    from .trial import run_trial
+    from gridtune.train.trial import run_trial
     return run_trial(cfg, out_dir, overrides=overrides)
 
 
@@ -42,16 +42,16 @@ def task(cfg: DictConfig) -> float | None:
                   file=sys.stderr, flush=True)
             sys.exit(1)
         return (rec.get("metrics") or {}).get(cfg.objective)
-    gconfig.check_inside(out_dir, hc.sweep.dir, "hydra.sweep.subdir")
+    identity.check_inside(out_dir, hc.sweep.dir, "hydra.sweep.subdir")
     entries = [(cfg, out_dir, list(hc.overrides.task))]
     for tid in cfg.launcher.get("chunk") or []:     # the rest of this job's chunk
-        trial_dir = gconfig.check_inside(Path(hc.sweep.dir) / str(tid), hc.sweep.dir, "launcher.chunk")
+        trial_dir = identity.check_inside(Path(hc.sweep.dir) / str(tid), hc.sweep.dir, "launcher.chunk")
         member = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
         entries.append((member, trial_dir, list(OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml"))))
     if len(entries) == 1:
         rec = _run_one(cfg, out_dir, entries[0][2])
     else:
-        from .fused import run_chunk                # fusable trials of the chunk train as one model
+        from gridtune.train.fused.job import run_chunk                # fusable trials of the chunk train as one model
         rec = run_chunk(entries)[0]
     return (rec.get("metrics") or {}).get(cfg.objective)
 
@@ -64,7 +64,7 @@ def _main(cfg: DictConfig) -> float | None:
 def main() -> None:
     if not Path(CONF_DIR, "config.yaml").exists():
         sys.exit(f"gridtune: {CONF_DIR}/config.yaml not found (install gridtune from its checkout: pip install -e .)")
-    from .validation import run_app
+    from gridtune.checks.validation import run_app
     run_app(_main, "gridtune")
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from gridtune import records
+from gridtune.sweepdir import records
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).resolve().parent / "runner.py"
@@ -114,7 +114,7 @@ def assert_sweep_complete(sweep_dir: Path, n_trials: int, epochs: int) -> dict[s
     """Every manifest trial ran exactly once to `ok`: one directory, one parseable result, `epochs`
     history rows, a final checkpoint, no claim left behind; returns the results by trial id."""
     import torch
-    from gridtune.sweepdir import read_sweep
+    from gridtune.sweepdir.ledger import read_sweep
     manifest = records.read_json(sweep_dir / records.MANIFEST)
     ids = sorted(t["trial_id"] for t in manifest["trials"])
     assert len(ids) == len(set(ids)) == n_trials, ids

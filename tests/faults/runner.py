@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def _install_kill_hook(target: str, nth: int) -> None:
-    from gridtune import records
+    from gridtune.sweepdir import records
     real_write, real_replace = records.atomic_write_bytes, os.replace
     state = {"inside": None, "seen": 0}
 
@@ -43,7 +43,7 @@ def _install_kill_hook(target: str, nth: int) -> None:
 
 def _wait_for_gate(gate: str) -> None:
     import torch  # noqa: F401  (the slow imports happen before the gate, not after it)
-    import gridtune.engine  # noqa: F401
+    import gridtune.train.engine  # noqa: F401
     import gridtune.sweep  # noqa: F401
     Path(f"{gate}.ready-{os.getpid()}").touch()
     deadline = time.monotonic() + 600

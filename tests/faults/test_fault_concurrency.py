@@ -13,8 +13,10 @@ import pytest
 
 from conftest import compose
 from faultkit import Proc, assert_sweep_complete, cache_entries, sweep_args, trial_dirs
-from gridtune import claims, layouts, records, trial
-from gridtune.trial import run_trial
+from gridtune.sweepdir import claims, records
+from gridtune.data import layouts
+from gridtune.train import trial
+from gridtune.train.trial import run_trial
 
 
 def _start_together(n: int, args: list[str], tmp_path) -> list[Proc]:

@@ -12,8 +12,9 @@ import torch
 
 from conftest import compose
 from faultkit import sweep_args
-from gridtune import engine, records
-from gridtune.trial import run_trial
+from gridtune.train import engine
+from gridtune.sweepdir import records
+from gridtune.train.trial import run_trial
 
 DIVERGING = ("optim=rmsprop", "model.head=flatten", "dropout=0")
 

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 
 from faultkit import (REPO, Proc, assert_no_torn_records, assert_sweep_complete, cache_entries, history_rows,
                       sweep_args, trial_dirs)
-from gridtune import cache, layouts, records
+from gridtune.data import cache, layouts
+from gridtune.sweepdir import records
 
 
 def _killed(proc: Proc) -> None:
@@ -99,7 +100,7 @@ def test_kill_inside_checkpoint_write_then_inside_result_write(run_gridtune, dem
     assert red.returncode == 0 and "Traceback" not in red.stderr, red.stderr
     assert f"{first.name}" in red.stdout and "torn" in red.stdout and "unparseable result.json" in red.stdout
     assert "| torn |" in (sweep / "leaderboard.md").read_text()
-    from gridtune.trial import run_trial
+    from gridtune.train.trial import run_trial
     cfg = OmegaConf.load(first / ".hydra" / "config.yaml")
     again = run_trial(cfg, first)
     assert again["status"] == "ok" and again["metrics"] == json.loads(json.dumps(results[first.name]["metrics"]))

@@ -11,8 +11,9 @@ from scipy.signal import resample_poly
 
 from conftest import compose
 from faultkit import sweep_args
-from gridtune import data, layouts, records
-from gridtune.trial import run_trial
+from gridtune.data import feed, layouts
+from gridtune.sweepdir import records
+from gridtune.train.trial import run_trial
 
 TRAIN = layouts.TRAIN_DIR
 # relative path -> the start of the reason it is refused with
@@ -80,7 +81,7 @@ def test_odd_files_a_trial_runs_ok_and_the_refused_ones_are_reported(run_gridtun
     rec = records.read_json(result)
     assert rec["status"] == "ok", rec["error"]
     _check_skipped(rec)
-    prepared = data.prepare(compose("preset=debug", f"data.root={odd_data}"))
+    prepared = feed.prepare(compose("preset=debug", f"data.root={odd_data}"))
     assert set(CONVERTED) <= set(prepared.entry.meta["paths"])          # every converted file is trained on
     assert len(prepared.labels) == n_demo + len(CONVERTED)
 
@@ -100,7 +101,7 @@ def test_on_bad_file_error_fails_the_trial_naming_the_file(odd_data, tmp_path):
     rec = run_trial(compose("preset=debug", "train.epochs=1", f"data.root={odd_data}", "data.on_bad_file=error"),
                     tmp_path / "t")
     assert rec["status"] == "failed" and "\n" not in rec["error"]
-    assert rec["error"].startswith(f"gridtune.audio.BadAudio: {odd_data}/{TRAIN}/")
+    assert rec["error"].startswith(f"gridtune.data.audio.BadAudio: {odd_data}/{TRAIN}/")
     named = rec["error"].split(f"{odd_data}/", 1)[1].split(": ", 1)[0]
     assert named in REFUSED and f"{named}: {REFUSED[named]}" in rec["error"]
     assert records.read_json(tmp_path / "t" / records.RESULT)["status"] == "failed"
@@ -108,7 +109,7 @@ def test_on_bad_file_error_fails_the_trial_naming_the_file(odd_data, tmp_path):
 
 
 def test_on_bad_file_error_also_fails_when_a_skip_build_is_cached(odd_data, tmp_path):
-    data.prepare(compose("preset=debug", f"data.root={odd_data}"))                # a sweep with the default 'skip'
+    feed.prepare(compose("preset=debug", f"data.root={odd_data}"))                # a sweep with the default 'skip'
     rec = run_trial(compose("preset=debug", "train.epochs=1", f"data.root={odd_data}", "data.on_bad_file=error"),
                     tmp_path / "t")
     assert rec["status"] == "failed" and f"{odd_data}/{TRAIN}/" in rec["error"], rec["status"]
@@ -128,7 +129,7 @@ def test_sweep_with_on_bad_file_error_stops_with_one_line(run_gridtune, odd_data
     ("x.png", "decode_png", (32, 32), "not readable as an image (cannot identify image file 'x.png')")])
 def test_a_decoders_reason_names_the_file_not_its_deep_path(tmp_path, name, decoder, args, expected):
     """The caller names the path; the library's own copy of it shrinks to the name, so its reason shows."""
-    from gridtune import audio
+    from gridtune.data import audio
     deep = tmp_path.joinpath(*["deep"] * 30)
     deep.mkdir(parents=True)
     (deep / name).write_text("not a media file")

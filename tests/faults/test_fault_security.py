@@ -16,8 +16,9 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, compose
 from faultkit import sweep_args
-from gridtune import checks, config as gconfig, records
-from gridtune.trial import run_trial
+from gridtune.config import checks, identity
+from gridtune.sweepdir import records
+from gridtune.train.trial import run_trial
 
 
 class _Payload:

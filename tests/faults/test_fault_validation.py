@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from faultkit import sweep_args
-from gridtune import layouts, records
+from gridtune.data import layouts
+from gridtune.sweepdir import records
 
 
 def _snapshot(root):
@@ -173,7 +174,7 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(command, args, culprit
 @pytest.mark.parametrize("multirun", [False, True], ids=["single", "multirun"])
 def test_exit_code_says_how_the_trials_ended(status, code, multirun, demo_root, tmp_path, capsys, monkeypatch):
     from faultkit import run_cli
-    from gridtune import trial
+    from gridtune.train import trial
 
     def fake_run_trial(cfg, out_dir, *, overrides=None, job_type="trial"):
         rec = {"schema": 1, "trial_id": trial.trial_id(cfg), "status": status, "metrics": {},

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from accounting import wait_sacct
-from gridtune import cluster, records
+from gridtune.slurm import cluster
+from gridtune.sweepdir import records
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gridtune import records
+from gridtune.sweepdir import records
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from accounting import wait_sacct
-from gridtune import halving, records
+from gridtune.halving import policy
+from gridtune.sweepdir import records
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -38,7 +39,7 @@ def test_halved_sweep_runs_one_array_per_rung(demo_root, tmp_path):
                        timeout=900, env={**env, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sweep = tmp_path / "halved"
-    ladder = records.read_json(sweep / halving.LADDER)
+    ladder = records.read_json(sweep / policy.LADDER)
     assert ladder["complete"] and [d["n"] for d in ladder["decisions"]] == [4, 2]
     res = {p.parent.name: records.read_json(p) for p in sweep.glob("*/result.json")}
     assert sorted(r["status"] for r in res.values()) == ["ok", "stopped", "stopped", "stopped"]

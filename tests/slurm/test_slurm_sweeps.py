@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from accounting import sacct, wait_sacct
-from gridtune import claims, records
+from gridtune.sweepdir import claims, records
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -138,10 +138,10 @@ def latencies(sweep_dir: Path, name: str) -> str:
 def warm_cache(data_root: Path) -> None:
     from hydra import compose, initialize_config_dir
 
-    from gridtune import data
-    from gridtune.schema import CONF_DIR
+    from gridtune.data import feed
+    from gridtune.config.schema import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        data.prepare(compose("config", overrides=[*SMOKE[1:], f"data.root={data_root}"]))
+        feed.prepare(compose("config", overrides=[*SMOKE[1:], f"data.root={data_root}"]))
 
 
 # ---- fixtures ---------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import time
 
-from gridtune.report.leaderboard import Leaderboard, default_mode
-from gridtune.sweepdir import Sweep
+from .leaderboard import Leaderboard, default_mode
+from gridtune.sweepdir.ledger import Sweep
 
 
 def resolve_objective(records: Sweep, objective: str | None = None,

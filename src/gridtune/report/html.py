@@ -10,10 +10,10 @@ import base64
 from html import escape
 from pathlib import Path
 
-from gridtune.records import atomic_write_text
-from gridtune.report import render
-from gridtune.report.leaderboard import Leaderboard, Stat
-from gridtune.sweepdir import STATES
+from gridtune.sweepdir.records import atomic_write_text
+from . import render
+from .leaderboard import Leaderboard, Stat
+from gridtune.sweepdir.ledger import STATES
 
 CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;

@@ -1,13 +1,13 @@
 """Ranking: seed groups, their statistics, the order of configs and whether the winner stands out.
 
-A trial's knobs are its recorded params plus the values its overrides set (`gridtune.knobs`); the
+A trial's knobs are its recorded params plus the values its overrides set (`gridtune.config.knobs`); the
 columns are the default set and the sweep's own axes (`Leaderboard.columns`), never a fixed list.
 Trials whose knobs differ only in `seed` form one config group. A group is ranked by the mean of
 the objective over its ok trials (ties: lower mean val/loss), and carries mean, std, n and a 95 %
 t interval for the objective and val/loss. Whether the winner is separable from the runners-up is
 decided here, once, so that the terminal, Markdown, HTML and best.yaml all say the same thing.
 With successive halving, configs stopped at a rung rank after the survivors, by the rung they
-reached and then by their objective (gridtune.halving.tier); only survivors can win.
+reached and then by their objective (gridtune.halving.policy.tier); only survivors can win.
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridtune import halving, knobs
-from gridtune.sweepdir import STATES, Sweep, Trial
-from gridtune.sweepdir import counts as state_counts
+from gridtune.halving import policy
+from gridtune.config import knobs
+from gridtune.sweepdir.ledger import STATES, Sweep, Trial
+from gridtune.sweepdir.ledger import counts as state_counts
 
 # Two-sided 95 % Student t quantiles t_{0.975, df} for df = 1..30; larger df use an expansion.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -87,7 +88,7 @@ class Group:
     @property
     def survivor(self) -> bool:
         """False for a config stopped early by successive halving."""
-        return halving.tier([t.result for t in self.members])[0] == 0
+        return policy.tier([t.result for t in self.members])[0] == 0
 
     @property
     def representative(self) -> Trial:
@@ -235,7 +236,7 @@ def build(records: Sweep, objective: str, mode: str) -> Leaderboard:
         g.objective = Stat.of(t.metric(objective) for t in g.members)
         g.loss = Stat.of(t.metric("val/loss") for t in g.members)
     # Round before comparing so float noise in means does not break genuine ties.
-    groups.sort(key=lambda g: (halving.tier([t.result for t in g.members]), round(sign * g.objective.mean, 12),
+    groups.sort(key=lambda g: (policy.tier([t.result for t in g.members]), round(sign * g.objective.mean, 12),
                                round(g.loss.mean, 12) if g.loss.mean is not None else math.inf,
                                g.representative.trial_id))
     for i, g in enumerate(groups, 1):

@@ -5,7 +5,7 @@
 
 Outputs, written atomically into the sweep directory: leaderboard.csv, leaderboard.md, best.yaml
 (what the final run composes its config from), report.html and plots/*.png; the table also goes
-to stdout. The sweep is read by `gridtune.sweepdir`, the same account `gridtune.status` shows.
+to stdout. The sweep is read by `gridtune.sweepdir.ledger`, the same account `gridtune.status` shows.
 This module and everything it imports stay free of torch, so reducing a sweep on a login node is
 instant; matplotlib and the tracker are imported only when needed.
 """
@@ -16,21 +16,21 @@ import sys
 import time
 from pathlib import Path
 
-from gridtune.records import atomic_write_text
-from gridtune.report import render
-from gridtune.report.best import best_record, dump_yaml, resolve_objective
-from gridtune.report.leaderboard import Leaderboard, build
-from gridtune.sweepdir import counts_line, read_sweep
+from gridtune.sweepdir.records import atomic_write_text
+from . import render
+from .best import best_record, dump_yaml, resolve_objective
+from .leaderboard import Leaderboard, build
+from gridtune.sweepdir.ledger import counts_line, read_sweep
 
 EXIT_OK, EXIT_NOTHING_RANKED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def log_tracking(board: Leaderboard) -> None:
-    """Log the leaderboard as a table to wandb through gridtune.tracking; never fails the reduce."""
+    """Log the leaderboard as a table to wandb through gridtune.sweepdir.tracking; never fails the reduce."""
     try:
-        from gridtune.tracking import open_tracker
+        from gridtune.sweepdir.tracking import open_tracker
     except Exception as e:  # noqa: BLE001 - any import problem means "no tracking", not a crash
-        print(f"warning: --tracking wandb skipped: cannot import gridtune.tracking ({e})", file=sys.stderr)
+        print(f"warning: --tracking wandb skipped: cannot import gridtune.sweepdir.tracking ({e})", file=sys.stderr)
         return
     records = render.csv_records(board)
     # Reuse the trials' own tracking group (project, entity, mode) so the table lands beside their runs.
@@ -75,7 +75,7 @@ def reduce_sweep(sweep_dir, *, objective: str | None = None, mode: str | None = 
     if plots:
         from gridtune.report.plots.draw import make_plots  # lazy: matplotlib costs ~0.5 s to import
         figures = make_plots(board, sweep_dir / "plots")
-    from gridtune.report.html import write_report
+    from .html import write_report
     write_report(board, sweep_dir / "report.html", figures, best, top)
     if tracking == "wandb":
         log_tracking(board)

@@ -11,9 +11,9 @@ import csv
 import io
 import math
 
-from gridtune import halving
-from gridtune.knobs import title as knob_title
-from gridtune.report.leaderboard import Group, Leaderboard, Stat
+from gridtune.halving import policy
+from gridtune.config.knobs import title as knob_title
+from .leaderboard import Group, Leaderboard, Stat
 
 # (metric key, column title) shown for every config, in this order.
 METRICS = (("val/acc", "Val Accuracy"), ("val/loss", "Val Loss"), ("val/bal_acc", "Bal. Acc"),
@@ -69,19 +69,14 @@ def group_status(group: Group) -> str:
 
 def halving_status(group: Group) -> str | None:
     """'stopped at rung k (epoch e, value v): rank r of n' and, when recorded, its gap to the cut and
-    the noise margin (gridtune.halving.why), for a config that halving stopped, else None."""
+    the noise margin (gridtune.halving.policy.why), for a config that halving stopped, else None."""
     for t in group.members:
         h = t.get("halving") or {}
         if t.state == "stopped" and isinstance(h.get("rung"), int):
             value = f"{h['value']:.4f}" if isinstance(h.get("value"), (int, float)) else "-"
             return (f"stopped at rung {h['rung']} (epoch {h.get('epoch')}, value {value}): "
-                    f"rank {h.get('rank')} of {h.get('of')}{halving.why(h)}")
+                    f"rank {h.get('rank')} of {h.get('of')}{policy.why(h)}")
     return None
-
-
-def extra_params(board: Leaderboard) -> list[str]:
-    base = {k for k, _ in BASE_PARAMS}
-    return [k for k in board.varying if k not in base and k != "seed"]
 
 
 def _show_seeds(board: Leaderboard) -> bool:

@@ -1,15 +1,15 @@
 """The gridtune sweeper: Hydra's cartesian grid, made idempotent, validated up front and chunked.
 
 Before launching anything it composes every trial of the grid (CLI lists, `hydra.sweeper.params`
-from a grid file, `repeats`; once per distinct set of group choices, gridtune.planner), runs the
-validation path (gridtune.validation) over every trial, then the data and SLURM checks
-(gridtune.preflight), and stops with one line per problem and exit code 2 if any is invalid, so no
+from a grid file, `repeats`; once per distinct set of group choices, gridtune.config.planner), runs the
+validation path (gridtune.checks.validation) over every trial, then the data and SLURM checks
+(gridtune.checks.preflight), and stops with one line per problem and exit code 2 if any is invalid, so no
 job is submitted, not even the valid ones. It computes each trial's id, drops duplicates, skips
 trials whose record is final (ok or diverged) and holds the cache key of the data as it is now,
 writes the manifest and each pending trial's config into its directory, prepares the shared audio
 cache once, and then launches the rest, `launcher.trials_per_job` trials per job, on SLURM as job
-arrays that fit the scheduler's limits (gridtune.arrays). With
-`halving.eta` set it runs the grid as a successive-halving ladder instead (gridtune.ladder: one
+arrays that fit the scheduler's limits (gridtune.slurm.arrays). With
+`halving.eta` set it runs the grid as a successive-halving ladder instead (gridtune.halving.ladder: one
 launch per rung). `dry_run: true` (used by `python -m gridtune.plan`) stops after printing the plan
 (and the ladder, and the fused groups). Exit code: 0 when every trial ended ok, diverged (or, in a
 ladder, stopped), 1 when one failed or a job broke (sbatch refused, a job died), 2 for invalid input.
@@ -71,7 +71,7 @@ class GridtuneSweeper(Sweeper):
 
     # -- the grid -------------------------------------------------------------------------------
     def _grid(self, arguments: List[str]) -> List[List[str]]:
-        from gridtune import overrides as ov
+        from gridtune.config import overrides as ov
         args = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         # a CLI value replaces the grid file's list for the same key (Hydra keeps the last one)
         grid = ov.grid(args, self.hydra_context.config_loader)
@@ -82,10 +82,11 @@ class GridtuneSweeper(Sweeper):
 
     def compose(self, grid: List[List[str]]):
         """(trials, problems): every trial validated, then the grid's data and the SLURM request
-        checked (gridtune.preflight); duplicates (same id) dropped. A trial's "cfg" (the trial config
+        checked (gridtune.checks.preflight); duplicates (same id) dropped. A trial's "cfg" (the trial config
         proper, no hydra node) is made only where needed (`_cfg`)."""
-        from gridtune import config as gconfig, preflight, validation
-        from gridtune.planner import Planner, snapshot
+        from gridtune.config import identity
+        from gridtune.checks import preflight, validation
+        from gridtune.config.planner import Planner, snapshot
         self.planner = planner = Planner(self.hydra_context.config_loader, self.config)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         trials, problems, seen = [], [], set()
@@ -100,7 +101,7 @@ class GridtuneSweeper(Sweeper):
                 else:
                     cfg = planner.full(list(overrides))
                     bad = validation.trial_problems(cfg, sweep_dir, deep=not self.dry_run)
-                    tid, kept = gconfig.trial_id(cfg), snapshot(cfg)
+                    tid, kept = identity.trial_id(cfg), snapshot(cfg)
                     epochs = 0 if bad else int(cfg.train.epochs)
             except Exception as e:    # Hydra's composition errors and the planner's: unknown key, bad type
                 problems.append(f"{label} {validation.one_line(e)}")
@@ -125,8 +126,10 @@ class GridtuneSweeper(Sweeper):
         return t["cfg"]
 
     def sweep(self, arguments: List[str]) -> Any:
-        from gridtune import config as gconfig, preflight, records, sweepdir, validation
-        from gridtune.knobs import params_of
+        from gridtune.config import identity
+        from gridtune.checks import preflight, validation
+        from gridtune.sweepdir import records, ledger
+        from gridtune.config.knobs import params_of
         t0 = time.perf_counter()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         try:
@@ -145,11 +148,11 @@ class GridtuneSweeper(Sweeper):
                 self._cfg(t)
         spec = self._halving_spec(trials)
         for t in trials:
-            gconfig.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
+            identity.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
         done, stale = set(), {}
         for t in trials:      # done: final, and trained on the data as it is now (same cache key)
-            rec = sweepdir.done_record(sweep_dir / t["trial_id"], t["trial_id"])
-            if rec is not None and sweepdir.same_data(rec, t["cache_key"]):
+            rec = ledger.done_record(sweep_dir / t["trial_id"], t["trial_id"])
+            if rec is not None and ledger.same_data(rec, t["cache_key"]):
                 done.add(t["trial_id"])
             elif rec is not None:
                 stale[t["trial_id"]] = (rec.get("cache_hash"), t["cache_key"])
@@ -164,16 +167,16 @@ class GridtuneSweeper(Sweeper):
         if stale:
             print(f"gridtune: {preflight.redone_message(list(stale.values()))}", flush=True)
         if spec is not None:
-            from gridtune import halving, ladder
+            from gridtune.halving import ladder, policy
             n_configs = len({ladder.config_key(t["cfg"]) for t in trials})
             print(f"gridtune: successive halving, eta={spec.eta}, min_epochs={spec.min_epochs}, rungs at epochs "
-                  f"{spec.rungs}:\n" + "\n".join(halving.plan_lines(spec, n_configs, len(trials) // n_configs)),
+                  f"{spec.rungs}:\n" + "\n".join(policy.plan_lines(spec, n_configs, len(trials) // n_configs)),
                   flush=True)
         if self.dry_run:
             for t in trials:
                 state = "done" if t["trial_id"] in done else "redo" if t["trial_id"] in stale else "run"
                 print(f"  {t['trial_id']}  {state:4s}  {' '.join(t['overrides'])}")
-            from gridtune.fusion import plan_lines
+            from gridtune.train.fused.grouping import plan_lines
             print("\n".join(plan_lines(todo, k, cfg0)), flush=True)
             return []
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -188,14 +191,14 @@ class GridtuneSweeper(Sweeper):
         if spec is None:
             returns = self._launch(sweep_dir, self._keyed(todo), k)
         else:
-            from gridtune import ladder
+            from gridtune.halving import ladder
             returns, complete = ladder.run_ladder(
                 spec, trials, sweep_dir, str(cfg0.objective), str(cfg0.objective_mode),
                 lambda rung_todo, stop_after: self._launch(sweep_dir, self._keyed(rung_todo), k, stop_after))
         raised = self._raised(returns)
-        counts = self._summary(sweep_dir, trials, sweepdir)
+        counts = self._summary(sweep_dir, trials)
         # a trial pending while every job returned is held by another driver (its claim), not broken here
-        bad = {s: n for s, n in counts.items() if s in sweepdir.NEEDS_RERUN or (s == "pending" and self.broke)}
+        bad = {s: n for s, n in counts.items() if s in ledger.NEEDS_RERUN or (s == "pending" and self.broke)}
         if bad and not self.broke:
             print(f"gridtune: {sum(bad.values())} of {len(trials)} trials did not end ok or diverged "
                   f"({', '.join(f'{n} {s}' for s, n in bad.items())})", file=sys.stderr, flush=True)
@@ -207,8 +210,9 @@ class GridtuneSweeper(Sweeper):
     def _launch(self, sweep_dir: Path, todo, k: int, stop_after: Optional[int] = None) -> list:
         """Write the configs chunk members will load, then launch `todo` as jobs of <= k trials
         (to `stop_after` epochs when given: a halving rung). On SLURM the jobs go out as arrays that
-        fit the scheduler's limits, each once the queue has room (gridtune.arrays)."""
-        from gridtune import arrays, records
+        fit the scheduler's limits, each once the queue has room (gridtune.slurm.arrays)."""
+        from gridtune.slurm import arrays
+        from gridtune.sweepdir import records
         extra = [f"++train.stop_after_epoch={stop_after}"] if stop_after else []
         for t in todo:
             hydra_dir = sweep_dir / t["trial_id"] / ".hydra"
@@ -248,39 +252,39 @@ class GridtuneSweeper(Sweeper):
 
     def _halving_spec(self, trials):
         """The ladder's Spec when halving is on, None when off; a bad setting exits 2, one line each."""
-        from gridtune import halving
+        from gridtune.halving import policy
         eta = self.halving.get("eta")
         if eta is None:
             return None
         epochs = {int(t["cfg"].train.epochs) for t in trials}
         h = {k: self.halving.get(k) for k in ("min_epochs", "noise", "budget")}
         objectives = {str(t["cfg"].objective) for t in trials}
-        bad = halving.check(eta, h["min_epochs"], epochs, objectives, h["noise"], h["budget"])
+        bad = policy.check(eta, h["min_epochs"], epochs, objectives, h["noise"], h["budget"])
         if bad:
-            from gridtune.validation import refuse
+            from gridtune.checks.validation import refuse
             refuse(bad, "gridtune", "in the halving settings; nothing was launched")
         e = epochs.pop()
-        return halving.Spec(int(eta), halving.first_rung(h["min_epochs"], e), e, float(h["noise"]),
+        return policy.Spec(int(eta), policy.first_rung(h["min_epochs"], e), e, float(h["noise"]),
                             float(h["budget"]))
 
     # -- helpers --------------------------------------------------------------------------------
     def _fusion_order(self, todo, k: int):
         """With fusion possible, fusable trials become neighbours so they share a job's chunk."""
-        from gridtune import fusion
+        from gridtune.train.fused import grouping
         try:
-            fuse, _ = fusion.mode(self._cfg(todo[0])) if todo else ("off", 1)
+            fuse, _ = grouping.mode(self._cfg(todo[0])) if todo else ("off", 1)
         except ValueError as e:
             print(f"gridtune: {e}; nothing was launched", file=sys.stderr)
             sys.exit(2)
-        return fusion.order(todo) if fuse != "off" and k > 1 else todo
+        return grouping.order(todo) if fuse != "off" and k > 1 else todo
 
     @staticmethod
     def _prepare(cfg) -> None:
-        from gridtune import data
-        from gridtune.audio import BadAudio
+        from gridtune.data import feed
+        from gridtune.data.audio import BadAudio
         t0 = time.perf_counter()
         try:
-            p = data.prepare(cfg)
+            p = feed.prepare(cfg)
         except BadAudio as e:   # data.on_bad_file=error met a file it cannot use: one line, no trial runs
             print(f"gridtune: {e} (data.on_bad_file=error); nothing was launched", file=sys.stderr)
             sys.exit(2)
@@ -310,10 +314,11 @@ class GridtuneSweeper(Sweeper):
         return n
 
     @staticmethod
-    def _summary(sweep_dir: Path, trials, sweepdir) -> Dict[str, int]:
+    def _summary(sweep_dir: Path, trials) -> Dict[str, int]:
         """The grid's trials as `gridtune.status` and the reducer count them (same states, same order)."""
+        from gridtune.sweepdir import ledger
         ids = {t["trial_id"] for t in trials}
-        states = [t for t in sweepdir.read_sweep(sweep_dir).trials if t.trial_id in ids]
-        print(f"gridtune: {sweepdir.counts_line(states)}. Leaderboard: python -m gridtune.reduce {sweep_dir}",
+        states = [t for t in ledger.read_sweep(sweep_dir).trials if t.trial_id in ids]
+        print(f"gridtune: {ledger.counts_line(states)}. Leaderboard: python -m gridtune.reduce {sweep_dir}",
               flush=True)
-        return sweepdir.counts(states)
+        return ledger.counts(states)

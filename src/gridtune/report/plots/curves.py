@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from gridtune.sweepdir import Trial
+from gridtune.sweepdir.ledger import Trial
 from gridtune.report.leaderboard import Leaderboard
-from gridtune.report.plots.figure import PlotFile, config_keys, config_label, is_numeric, new_figure, save
+from .figure import PlotFile, config_keys, config_label, is_numeric, new_figure, save
 
 MAX_RANKED_PANELS = 12
 MAX_DIVERGED_PANELS = 4

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gridtune.report.plots.figure import PlotFile, new_figure
+from .figure import PlotFile, new_figure
 
 if TYPE_CHECKING:
     from gridtune.report.leaderboard import Leaderboard
@@ -24,7 +24,7 @@ _BOARD: Leaderboard | None = None
 
 
 def _jobs() -> dict:
-    from gridtune.report.plots import curves, halving, params
+    from . import curves, halving, params
     # Slowest first, so that it starts at once when plots are drawn in parallel.
     return {"learning_curves.png": curves.plot_curves, "reliability.png": curves.plot_reliability,
             "heatmap.png": params.plot_heatmap, "objective_vs_lr.png": params.plot_vs_lr,

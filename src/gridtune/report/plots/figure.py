@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gridtune.knobs import is_lr
+from gridtune.config.knobs import is_lr
 
 if TYPE_CHECKING:
     from gridtune.report.leaderboard import Leaderboard
@@ -39,7 +39,7 @@ def new_figure(width: float, height: float, constrained: bool = True):
 def save(fig, path: Path) -> Path:
     import io
 
-    from gridtune.records import atomic_write_bytes
+    from gridtune.sweepdir.records import atomic_write_bytes
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     atomic_write_bytes(path, buf.getvalue())

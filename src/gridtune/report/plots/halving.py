@@ -1,7 +1,7 @@
 """The successive-halving figure of a reduced sweep: every trial's objective curve with the point
 where halving stopped it, the rung epochs, and the ladder itself (configs per rung).
 
-Drawn only when the sweep directory holds a ladder file (gridtune.halving.LADDER); matplotlib is
+Drawn only when the sweep directory holds a ladder file (gridtune.halving.policy.LADDER); matplotlib is
 imported inside the function, like the other plot modules.
 """
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from gridtune import halving
+from gridtune.halving import policy
 from gridtune.report.leaderboard import Leaderboard
-from gridtune.report.plots.figure import PlotFile, new_figure, save
+from .figure import PlotFile, new_figure, save
 
 SURVIVOR, STOPPED = "#1f77b4", "#999999"
 
@@ -34,7 +34,7 @@ def _noise_note(ladder: dict) -> str:
 
 
 def plot_ladder(board: Leaderboard, path: Path) -> PlotFile | None:
-    ladder = halving.read_ladder(board.sweep_dir)
+    ladder = policy.read_ladder(board.sweep_dir)
     if not ladder or not ladder.get("rungs"):
         return None
     rungs = list(ladder["rungs"])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gridtune.knobs import fmt_lr
-from gridtune.report.plots.figure import new_figure, save
+from gridtune.config.knobs import fmt_lr
+from .figure import new_figure, save
 
 METHODS = {"steepest": "steepest descent of the smoothed loss", "min/10": "lowest smoothed loss / 10"}
 

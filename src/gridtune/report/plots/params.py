@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 
 from gridtune.report.leaderboard import Group, Leaderboard
-from gridtune.knobs import is_lr
-from gridtune.report.plots.figure import (PlotFile, config_keys, config_label, fmt_num, new_figure, numeric_axes,
-                                          palette, save, values_of)
+from gridtune.config.knobs import is_lr
+from .figure import PlotFile, config_keys, config_label, fmt_num, new_figure, numeric_axes, palette, save, values_of
 
 
 def _cells(board: Leaderboard, x: str, y: str, panel: str | None):

@@ -1,0 +1,169 @@
+"""The grid's knobs: which config keys a sweep varies, each trial's value of them, and its group LRs.
+
+Nothing here keeps a list of knobs by hand. A trial's `params` (in result.json and the manifest)
+are a small default set plus every key of its own overrides; the leaderboard's columns, the
+plots' axes and best.yaml use the keys whose values differ across the sweep's trials (`axes`).
+Overrides are read with Hydra's grammar (gridtune.config.overrides, imported on first use), as the sweep
+read them. `NOT_IDENTITY` declares the keys that are not part of a trial's identity; they are never
+axes, resource hints aside, which stay in `params` as typed. The learning rate reaches the optimizer as `lr` ->
+`lr_conv` / `lr_head` -> `optim.lr_conv` / `optim.lr_head`; `group_lrs` and `set_apart` are the one
+place that follows that chain, so a row shows the rate each parameter group actually used. Only the
+standard library at import (the reducer uses it); omegaconf and Hydra inside the functions that need them.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+# Every key that is not part of a trial's identity, and why: the one declaration. Trial ids
+# (gridtune.config.identity.NON_SEMANTIC_*), fusion (gridtune.train.fused.grouping), the grid's axes (below) and what a
+# trial records of its overrides (gridtune.train.trial, gridtune.final) derive their lists from it.
+#   output - where a trial writes, how it is launched, tracked and followed up
+#   place  - where the data lies, which device runs it: trials of one fused group must agree on it
+#   hint   - a resource or speed setting that changes no result
+#   driver - set by the sweep driver for one launch: a halving rung's stop epoch, the job's other
+#            trials, the cache key of the data the driver indexed; never a recorded override
+NOT_IDENTITY = {
+    "hydra": "output", "launcher": "output", "tracking": "output", "final": "output", "lr_find": "output",
+    "out_root": "output", "sweep_name": "output",
+    "device": "place", "data.root": "place", "data.cache_dir": "place",
+    "data.resident": "hint", "data.resident_max_gb": "hint", "train.threads": "hint", "train.compile": "hint",
+    "train.cudnn_benchmark": "hint", "train.onednn": "hint", "train.oom_retry": "hint",
+    "train.stop_after_epoch": "driver", "launcher.chunk": "driver", "data.cache_key": "driver",
+}
+
+
+def not_identity(*kinds: str) -> tuple[str, ...]:
+    """The non-identity keys of these kinds (all of them without kinds), in declaration order."""
+    return tuple(k for k, why in NOT_IDENTITY.items() if not kinds or why in kinds)
+
+
+DRIVER_SET = not_identity("driver")
+DEFAULT = ("dropout", "lr", "l2")                   # always shown, as in the report's table
+GROUP_LRS = (("conv", "lr_conv"), ("head", "lr_head"))   # parameter group -> its LR knob
+RECORDED = (*DEFAULT, "seed", *(k for _, k in GROUP_LRS), "batch_size")   # in every trial's params
+# Where things run and are written, not what a trial computes: never an axis.
+NOT_AXES = not_identity("output", "place", "driver")
+TITLES = {"dropout": "Dropout", "lr": "LR", "l2": "L2", "lr_conv": "LR conv", "lr_head": "LR head",
+          "batch_size": "Batch", "epochs": "Max epochs", "weight_decay": "Weight decay"}
+
+
+def item(override: str) -> tuple[str | None, object]:
+    """(key, value) of a recorded override, read as the sweep read it (gridtune.config.overrides); (None,
+    None) for one Hydra's grammar does not accept (a hand-edited record), which then names no knob."""
+    from . import overrides as ov        # Hydra's parser: imported when a record is read, not with the reducer
+    try:
+        return ov.item(override)
+    except ov.OverrideError:
+        return None, None
+
+
+def key_of(override: str) -> str | None:
+    return item(override)[0]
+
+
+def is_axis_key(key: str | None) -> bool:
+    return bool(key) and not any(key == p or key.startswith((p + ".", p + "/")) for p in NOT_AXES)
+
+
+def value(params: dict, overrides: list, key: str):
+    """A trial's value of `key`: its recorded params, else the last override that sets it."""
+    if key in params:
+        return params[key]
+    found = None
+    for o in overrides or []:
+        k, v = item(o)
+        if k == key:
+            found = v
+    return found
+
+
+def known(params: dict, overrides: list, key: str) -> bool:
+    return key in params or any(key_of(o) == key for o in overrides or [])
+
+
+def _hashable(v) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def axes(trials) -> list[str]:
+    """Keys (seed included) that take more than one value across trials (objects with `params` and
+    `overrides`), in the order the overrides name them; trials that do not know a key are left out."""
+    order: list[str] = []
+    for t in trials:
+        for o in t.overrides or []:
+            k = key_of(o)
+            if is_axis_key(k) and k not in order:
+                order.append(k)
+    order += [k for k in RECORDED if k not in order]
+    keys = []
+    for k in order:
+        seen = {_hashable(value(t.params, t.overrides, k)) for t in trials if known(t.params, t.overrides, k)}
+        if len(seen) > 1:
+            keys.append(k)
+    if not lr_split(trials):        # the group LRs only followed lr: columns that would say nothing new
+        keys = [k for k in keys if k not in {key for _, key in GROUP_LRS}]
+    return keys
+
+
+def lr_split(trials) -> bool:
+    """True when some trial's parameter groups did not all use its `lr` (then `lr` is not a rate any
+    group trained at, and the per-group rates are shown instead)."""
+    for t in trials:
+        base = value(t.params, t.overrides, "lr")
+        for _, key in GROUP_LRS:
+            v = value(t.params, t.overrides, key)
+            if isinstance(v, (int, float)) and isinstance(base, (int, float)) and not math.isclose(v, base):
+                return True
+    return False
+
+
+def is_lr(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return last == "lr" or last.startswith("lr_")
+
+
+def title(key: str) -> str:
+    last = key.rsplit(".", 1)[-1]
+    return TITLES.get(key) or TITLES.get(last) or last.replace("_", " ").capitalize()
+
+
+def fmt_lr(v: float, digits: int = 2) -> str:
+    """0.016, 2e-3, 3.7e-4, 10: short, and read back as the same float by Hydra's override grammar."""
+    if 1e-2 <= v < 1e4:
+        return f"{float(f'{v:.{digits}g}'):g}"
+    mantissa, exp = f"{v:.{digits - 1}e}".split("e")
+    return f"{float(mantissa):g}e{int(exp)}"
+
+
+# -- from a composed config ---------------------------------------------------------------------
+def group_lrs(cfg) -> dict[str, float]:
+    """{"conv": ..., "head": ...}: the LR each parameter group starts at (optim.lr_conv / lr_head, resolved)."""
+    return {group: float(cfg.optim[key]) for group, key in GROUP_LRS}
+
+
+def set_apart(cfg) -> list[str]:
+    """The group LR knobs (lr_conv, lr_head) that do not follow `lr`: those a change of lr leaves alone."""
+    from omegaconf import OmegaConf
+    doubled = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    doubled.lr = 2 * cfg.lr
+    moved = group_lrs(doubled)
+    return [key for group, key in GROUP_LRS if not math.isclose(moved[group], 2 * float(cfg.optim[key]))]
+
+
+def params_of(cfg, overrides=(), batch_size: int | None = None) -> dict:
+    """A trial's knobs, flat: RECORDED (the group LRs and batch size as used) plus every override key's value."""
+    from omegaconf import DictConfig, OmegaConf
+    lrs = group_lrs(cfg)
+    params = {"dropout": cfg.dropout, "lr": cfg.lr, "l2": cfg.l2, "seed": cfg.seed,
+              **{key: lrs[group] for group, key in GROUP_LRS}, "batch_size": batch_size or cfg.train.batch_size}
+    for o in overrides or []:
+        key, text = item(o)
+        if not is_axis_key(key) or key in params:
+            continue
+        node = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if isinstance(node, DictConfig):     # a group choice (optim=sgd): the option's name
+            params[key] = text
+        else:
+            params[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return params
