@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gridtune.sweepdir import records, ledger
+from gridtune.sweepdir import ledger, records, rundir
 from gridtune import status
 from gridtune.reduce import reduce_sweep
 
@@ -99,7 +99,7 @@ def test_every_state_once(every):
     sweep = ledger.read_sweep(every)
     assert {t.trial_id: t.state for t in sweep.trials} == EXPECTED
     assert [t.trial_id for t in sweep.trials] == list(EXPECTED)     # the manifest's order
-    assert set(ledger.STATES) == set(EXPECTED.values())
+    assert set(rundir.STATES) == set(EXPECTED.values())
     by_id = {t.trial_id: t for t in sweep.trials}
     assert by_id["t-stopped"].reason == "stopped at rung 1: rank 3 of 3"
     assert by_id["t-paused"].reason == "paused after epoch 2: waiting for its next halving rung"
@@ -129,7 +129,7 @@ def test_status_and_reduce_agree_on_every_trial(every, capsys):
         assert f"| {t.trial_id} | {states[t.trial_id]['state']} |" in md
     assert status.main([str(every)]) == 3
     printed = capsys.readouterr().out
-    line = ledger.counts_line(EXPECTED.values())
+    line = rundir.counts_line(EXPECTED.values())
     assert line in printed.splitlines() and line in out.getvalue()
     assert line == ("16 trials: 2 ok, 1 stopped, 1 diverged, 1 oom, 1 failed, 2 torn, 1 paused, 2 running, "
                     "3 interrupted, 2 pending")
@@ -177,5 +177,5 @@ def test_sweeper_summary_and_done_split_use_the_same_account(every, capsys):
     assert done == {t for t, s in EXPECTED.items() if s in records.FINAL_STATUSES}
     # a trial stopped by successive halving is done for its ladder (halving.json keeps it stopped), not
     # for a rerun of the same grid without halving, which resumes it to train.epochs
-    assert "stopped" in ledger.DONE and ledger.done_record(every / "t-stopped", "t-stopped") is None
+    assert "stopped" in rundir.DONE and ledger.done_record(every / "t-stopped", "t-stopped") is None
     assert ledger.done_record(every / "t-ok", "another-id") is None

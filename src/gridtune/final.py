@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from gridtune.sweepdir import claims, records, ledger
+from gridtune.sweepdir import claims, ledger, records, rundir
 from gridtune.config import identity
 from gridtune.data.audio import BadAudio
 from gridtune.data.layouts import DataError
@@ -136,7 +136,7 @@ def run_final(sweep_dir: Path, user: list[str]) -> dict:
         if not torch.cuda.is_available():
             raise FinalError("device=cuda: no CUDA device is visible")
     out = Path(cfg.final.get("out_dir") or sweep_dir / ledger.FINAL_DIR).resolve()
-    winner = ledger.read_run(sweep_dir / str(best["trial_id"]))   # its best.pt sets the IRMAS threshold
+    winner = rundir.read_run(sweep_dir / str(best["trial_id"]))   # its best.pt sets the IRMAS threshold
     if winner.state != "ok":
         print(f"gridtune.final: warning: best.yaml names trial {winner.trial_id}, which is {winner.state} "
               f"in {sweep_dir} ({winner.reason}); reduce the sweep again?", file=sys.stderr)

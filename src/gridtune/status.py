@@ -27,15 +27,15 @@ import time
 from pathlib import Path
 
 from gridtune.config import knobs
-from gridtune.sweepdir import ledger
+from gridtune.sweepdir import ledger, rundir
 from gridtune.slurm.view import annotate, job_ids, job_key, jobs_from_logs, slurm_view
-from gridtune.sweepdir.ledger import DONE, NEEDS_RERUN, STALE_AFTER_S, UNFINISHED, fmt_duration
+from gridtune.sweepdir.rundir import DONE, NEEDS_RERUN, STALE_AFTER_S, UNFINISHED, fmt_duration
 
 __all__ = ["STALE_AFTER_S", "collect_states", "counts", "counts_line", "exit_code", "final_state", "main",
            "trial_state", "watch"]
 
 
-def _ok_detail(t: ledger.Trial, objective: str | None) -> tuple[float | None, str]:
+def _ok_detail(t: rundir.Trial, objective: str | None) -> tuple[float | None, str]:
     objective = objective or t.get("objective")
     value = t.metric(objective) if isinstance(objective, str) else None
     parts = [f"{objective}={value:.4f}" if value is not None else None,
@@ -44,7 +44,7 @@ def _ok_detail(t: ledger.Trial, objective: str | None) -> tuple[float | None, st
     return value, "  ".join(p for p in parts if p)
 
 
-def trial_state(t: ledger.Trial, objective: str | None = None) -> dict:
+def trial_state(t: rundir.Trial, objective: str | None = None) -> dict:
     """One trial as status shows it (and prints with --json)."""
     claim = t.claim or {}
     s = {"trial_id": t.trial_id, "state": t.state, "detail": t.reason or "", "status": t.get("status"),
@@ -68,7 +68,7 @@ def _clip(text: str, limit: int = 160) -> str:
     return f"{text[:head]}…{text[len(text) - (limit - head - 1):]}"
 
 
-def final_state(final: ledger.Trial | None) -> dict | None:
+def final_state(final: rundir.Trial | None) -> dict | None:
     """The final run, on its own line: its state and, once done, its test figures."""
     if final is None:
         return None
@@ -89,7 +89,7 @@ def collect_states(sweep_dir: str | Path) -> list[dict]:
 
 
 def counts(states: list[dict]) -> dict[str, int]:
-    return ledger.counts(s["state"] for s in states)
+    return rundir.counts(s["state"] for s in states)
 
 
 def exit_code(states: list[dict]) -> int:
@@ -99,7 +99,7 @@ def exit_code(states: list[dict]) -> int:
 
 
 def counts_line(states: list[dict]) -> str:
-    return ledger.counts_line(s["state"] for s in states)
+    return rundir.counts_line(s["state"] for s in states)
 
 
 BAR_WIDTH = 30

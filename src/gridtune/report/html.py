@@ -13,7 +13,7 @@ from pathlib import Path
 from gridtune.sweepdir.records import atomic_write_text
 from . import render
 from .leaderboard import Leaderboard, Stat
-from gridtune.sweepdir.ledger import STATES
+from gridtune.sweepdir.rundir import STATES
 
 CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;

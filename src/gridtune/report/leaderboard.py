@@ -18,8 +18,9 @@ from pathlib import Path
 
 from gridtune.halving import policy
 from gridtune.config import knobs
-from gridtune.sweepdir.ledger import STATES, Sweep, Trial
-from gridtune.sweepdir.ledger import counts as state_counts
+from gridtune.sweepdir.ledger import Sweep
+from gridtune.sweepdir.rundir import STATES, Trial
+from gridtune.sweepdir.rundir import counts as state_counts
 
 # Two-sided 95 % Student t quantiles t_{0.975, df} for df = 1..30; larger df use an expansion.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,

@@ -20,7 +20,8 @@ from gridtune.sweepdir.records import atomic_write_text
 from . import render
 from .best import best_record, dump_yaml, resolve_objective
 from .leaderboard import Leaderboard, build
-from gridtune.sweepdir.ledger import counts_line, read_sweep
+from gridtune.sweepdir.ledger import read_sweep
+from gridtune.sweepdir.rundir import counts_line
 
 EXIT_OK, EXIT_NOTHING_RANKED, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import cluster
 from gridtune.sweepdir import records
-from gridtune.sweepdir.ledger import NEEDS_RERUN
+from gridtune.sweepdir.rundir import NEEDS_RERUN
 
 SLURM_TIMEOUT_S = 10
 SLURM_LIVE = ("RUNNING", "PENDING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING",

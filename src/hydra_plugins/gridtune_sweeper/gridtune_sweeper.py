@@ -128,7 +128,7 @@ class GridtuneSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from gridtune.config import identity
         from gridtune.checks import preflight, validation
-        from gridtune.sweepdir import records, ledger
+        from gridtune.sweepdir import ledger, records, rundir
         from gridtune.config.knobs import params_of
         t0 = time.perf_counter()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -198,7 +198,7 @@ class GridtuneSweeper(Sweeper):
         raised = self._raised(returns)
         counts = self._summary(sweep_dir, trials)
         # a trial pending while every job returned is held by another driver (its claim), not broken here
-        bad = {s: n for s, n in counts.items() if s in ledger.NEEDS_RERUN or (s == "pending" and self.broke)}
+        bad = {s: n for s, n in counts.items() if s in rundir.NEEDS_RERUN or (s == "pending" and self.broke)}
         if bad and not self.broke:
             print(f"gridtune: {sum(bad.values())} of {len(trials)} trials did not end ok or diverged "
                   f"({', '.join(f'{n} {s}' for s, n in bad.items())})", file=sys.stderr, flush=True)
@@ -316,9 +316,9 @@ class GridtuneSweeper(Sweeper):
     @staticmethod
     def _summary(sweep_dir: Path, trials) -> Dict[str, int]:
         """The grid's trials as `gridtune.status` and the reducer count them (same states, same order)."""
-        from gridtune.sweepdir import ledger
+        from gridtune.sweepdir import ledger, rundir
         ids = {t["trial_id"] for t in trials}
         states = [t for t in ledger.read_sweep(sweep_dir).trials if t.trial_id in ids]
-        print(f"gridtune: {ledger.counts_line(states)}. Leaderboard: python -m gridtune.reduce {sweep_dir}",
+        print(f"gridtune: {rundir.counts_line(states)}. Leaderboard: python -m gridtune.reduce {sweep_dir}",
               flush=True)
-        return ledger.counts(states)
+        return rundir.counts(states)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from gridtune.sweepdir.ledger import Trial
+from gridtune.sweepdir.rundir import Trial
 from gridtune.report.leaderboard import Leaderboard
 from .figure import PlotFile, config_keys, config_label, is_numeric, new_figure, save
 
