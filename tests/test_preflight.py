@@ -49,6 +49,25 @@ def test_parse_big_cluster_sinfo():
     assert not nodes["debug", "d01"].up
 
 
+def test_partitions_summarise_each_partition_once():
+    lines = cluster.partitions(cluster.parse(SINFO_BIG))
+    assert lines == ["cpu (default): 2 node(s), up to 64 CPUs, 250 GB, no GPUs, limit 2880 min",
+                     "gpu: 2 node(s), up to 48 CPUs, 1005 GB, 8 GPU(s), limit 1440 min",
+                     "short: 1 node(s), up to 32 CPUs, 502 GB, 4 GPU(s), limit 30 min",
+                     "debug: 1 node(s), up to 8 CPUs, 15 GB, 1 GPU(s), limit none"]
+
+
+def test_asking_slurm_says_why_there_is_no_answer(tmp_path, monkeypatch):
+    for name, body in (("sinfo", "echo 'slurm_load_partitions: Unable to contact slurm controller' >&2; exit 1"),
+                       ("squeue", "echo 'JOB'")):
+        (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert cluster.query_or_why(5) == (None, "sinfo failed: slurm_load_partitions: Unable to contact slurm controller")
+    assert cluster.ask(["squeue"]) == (["JOB"], None)
+    assert cluster.ask(["sacct"]) == (None, "sacct is not on PATH")
+
+
 @pytest.mark.parametrize("text, minutes", [("infinite", None), ("UNLIMITED", None), ("30", 30), ("30:00", 30),
                                            ("2:00:00", 120), ("1-00:00:00", 1440), ("1-12", 2160),
                                            ("0:30:01", 31)])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,21 +94,11 @@ def check_slurm(cfg) -> Check:
     if missing:
         return Check("slurm", not need, f"no SLURM client ({', '.join(missing)} not on PATH)",
                      "run on a login node of the cluster (launcher=slurm submits with sbatch)")
-    try:
-        r = subprocess.run(["sinfo", "-h", "-o", "%P %D %c %m %G %l"], capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return Check("slurm", not need, f"sinfo did not answer: {_one_line(e)}", "is slurmctld up? (sinfo)")
-    if r.returncode != 0:
-        return Check("slurm", not need, f"sinfo failed: {_one_line(r.stderr) or r.returncode}", "is slurmctld up?")
-    parts = []
-    for row in r.stdout.split("\n"):
-        f = row.split()
-        if len(f) >= 6:
-            gpus = "no GPUs" if f[4] in ("(null)", "") else f"GRES {f[4]}"
-            parts.append(f"{f[0]} ({f[1]} node(s), {f[2]} CPUs, {int(f[3]) // 1024 if f[3].isdigit() else f[3]} GB, "
-                         f"{gpus}, limit {f[5]})")
-    if not parts:
-        return Check("slurm", not need, "sinfo lists no partition", "ask the cluster's admins")
+    from gridtune.slurm import cluster
+    nodes, why = cluster.query_or_why(15)
+    if nodes is None:
+        return Check("slurm", not need, why, "is slurmctld up? (sinfo)")
+    parts = cluster.partitions(nodes)
     return Check("slurm", True, "partitions: " + "; ".join(parts))
 
 

@@ -79,21 +79,49 @@ def parse(text: str) -> list[Node]:
     return nodes
 
 
-def run(cmd: list[str], timeout: float = 10) -> list[str] | None:
-    """A SLURM command's output lines, or None when it is missing, times out or exits non-zero."""
+def ask(cmd: list[str], timeout: float = 10) -> tuple[list[str] | None, str | None]:
+    """(a SLURM command's output lines, None) or (None, one line saying why there are none: the
+    command is missing, did not answer in time, or failed)."""
     if shutil.which(cmd[0]) is None:
-        return None
+        return None, f"{cmd[0]} is not on PATH"
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.splitlines() if r.returncode == 0 else None
+    except subprocess.TimeoutExpired:
+        return None, f"{cmd[0]} did not answer in {timeout:g} s"
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"{cmd[0]} did not run: {' '.join(str(e).split())}"
+    if r.returncode != 0:
+        return None, f"{cmd[0]} failed: {' '.join(r.stderr.split()) or f'exit {r.returncode}'}"
+    return r.stdout.splitlines(), None
+
+
+def run(cmd: list[str], timeout: float = 10) -> list[str] | None:
+    """A SLURM command's output lines, or None when it is missing, times out or exits non-zero."""
+    return ask(cmd, timeout)[0]
 
 
 def query(timeout: float = 20) -> list[Node] | None:
     """The cluster's nodes, or None when there is no `sinfo` or it does not answer."""
-    lines = run(["sinfo", "-h", "-N", "-o", FORMAT], timeout)
-    return None if lines is None else parse("\n".join(lines))
+    return query_or_why(timeout)[0]
+
+
+def query_or_why(timeout: float = 20) -> tuple[list[Node] | None, str | None]:
+    """(the cluster's nodes, None), or (None, why `sinfo` gave none)."""
+    lines, why = ask(["sinfo", "-h", "-N", "-o", FORMAT], timeout)
+    return (None, why) if lines is None else (parse("\n".join(lines)), None)
+
+
+def partitions(nodes: list[Node]) -> list[str]:
+    """One line per partition: its nodes, the most CPUs, memory and GPUs a node has, its time limit."""
+    out = []
+    for name in dict.fromkeys(n.partition for n in nodes):
+        part = [n for n in nodes if n.partition == name]
+        limit = part[0].time_min
+        gpus = max(n.gpus for n in part)
+        out.append(f"{name}{' (default)' if part[0].default else ''}: {len(part)} node(s), up to "
+                   f"{max(n.cpus for n in part)} CPUs, {max(n.mem_mb for n in part) // 1024} GB, "
+                   f"{f'{gpus} GPU(s)' if gpus else 'no GPUs'}, limit {'none' if limit is None else f'{limit} min'}")
+    return out
 
 
 def config_value(lines: list[str], key: str) -> str | None:
