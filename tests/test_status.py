@@ -389,3 +389,17 @@ def test_watch_follows_a_running_local_sweep_to_its_end(demo_root, tmp_path):
                            env=env, capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0 and counts[-1] == "3 trials: 3 ok" and counts[-1] in plain.stdout.splitlines()
     assert "[##############################] 100%  9/9 epochs, 3/3 trials final" in blocks[-1]
+
+
+def test_status_says_how_each_ok_trial_trained(tmp_path):
+    sweep = _finished(tmp_path)
+    rec = records.read_json(sweep / "a" / records.RESULT)
+    rec["trained"] = {"fused": True, "group_size": 3, "trials_per_job": 6, "device": "cuda:0", "precision": "bfloat16"}
+    records.write_json(sweep / "a" / records.RESULT, rec)
+    read = ledger.read_sweep(sweep)
+    a, b = (status.trial_state(t) for t in read.trials)
+    assert a["detail"].endswith("fused x3 on cuda:0, bfloat16") and a["trained"]["trials_per_job"] == 6
+    assert b["trained"] is None
+    assert status.how_trained({"fused": False, "group_size": 1, "device": "cpu", "precision": "float32"}) == \
+        "alone on cpu, float32"
+

@@ -40,8 +40,17 @@ def _ok_detail(t: rundir.Trial, objective: str | None) -> tuple[float | None, st
     value = t.metric(objective) if isinstance(objective, str) else None
     parts = [f"{objective}={value:.4f}" if value is not None else None,
              f"best epoch {t.get('best_epoch')}/{t.get('epochs_run')}" if t.get("epochs_run") is not None else None,
-             fmt_duration(t.get("wall_time_s"))]
+             fmt_duration(t.get("wall_time_s")), how_trained(t.get("trained"))]
     return value, "  ".join(p for p in parts if p)
+
+
+def how_trained(trained) -> str | None:
+    """'fused x3 on cuda:0, bfloat16' or 'alone on cpu, float32', from result.json's `trained` block
+    (None for a record without one)."""
+    if not isinstance(trained, dict) or "device" not in trained:
+        return None
+    way = f"fused x{trained.get('group_size')}" if trained.get("fused") else "alone"
+    return f"{way} on {trained['device']}, {trained.get('precision', '?')}"
 
 
 def trial_state(t: rundir.Trial, objective: str | None = None) -> dict:
@@ -52,7 +61,7 @@ def trial_state(t: rundir.Trial, objective: str | None = None) -> dict:
          "epochs_done": t.epochs_done if t.dir.is_dir() else None, "objective": None,
          "host": claim.get("host"), "pid": claim.get("pid"), "claim_age_s": t.claim_age_s,
          "heartbeat_age_s": t.heartbeat_age_s, "slurm_job_id": t.slurm_job_id, "overrides": t.overrides,
-         "on_disk": t.dir.is_dir()}
+         "on_disk": t.dir.is_dir(), "trained": t.get("trained")}
     if t.state == "ok":
         s["objective"], s["detail"] = _ok_detail(t, objective)
     elif t.state in NEEDS_RERUN:
