@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose
-from gridtune.config import identity, knobs
+from gridtune.config import facts, identity, knobs
 from gridtune import final
 from gridtune.train.fused import grouping
 from gridtune.data import cache
@@ -28,8 +28,8 @@ SAMPLES = {"launcher": "launcher=slurm", "tracking": "tracking=wandb", "final": 
 
 
 def test_the_non_identity_keys_are_declared_once():
-    assert set(knobs.NOT_IDENTITY) == {"hydra", *SAMPLES}
-    assert set(identity.NON_SEMANTIC_TOP) == {k for k in knobs.NOT_IDENTITY if "." not in k}
+    assert set(facts.NOT_IDENTITY) == {"hydra", *SAMPLES}
+    assert set(identity.NON_SEMANTIC_TOP) == {k for k in facts.NOT_IDENTITY if "." not in k}
 
 
 @pytest.mark.parametrize("key", list(SAMPLES))
@@ -38,7 +38,7 @@ def test_every_non_identity_key_is_read_alike_by_ids_fusion_axes_and_records(key
     if OmegaConf.select(base, key, default="absent") == "absent":
         pytest.skip(f"{key} is not in this config tree")
     cfg = compose("preset=debug", SAMPLES[key])
-    why = knobs.NOT_IDENTITY[key]
+    why = facts.NOT_IDENTITY[key]
     assert identity.trial_id(cfg) == identity.trial_id(base)
     if why == "output":                      # where it writes, how it is launched: never keeps trials apart
         assert grouping.fuse_key(cfg) == grouping.fuse_key(base)

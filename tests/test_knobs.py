@@ -7,7 +7,7 @@ import yaml
 from conftest import compose
 from test_reduce import reduce_quiet, write_manifest, write_trial
 
-from gridtune.config import knobs
+from gridtune.config import facts, knobs
 
 
 def test_axes_come_from_the_overrides_in_grid_order():
@@ -17,7 +17,7 @@ def test_axes_come_from_the_overrides_in_grid_order():
     for t in trials:                            # lr is recorded; the override is only its source
         t.params["lr"] = knobs.item(t.overrides[-1])[1]
     assert knobs.axes(trials) == ["optim.momentum", "lr"]
-    assert knobs.title("optim.momentum") == "Momentum" and knobs.title("lr_conv") == "LR conv"
+    assert facts.title("optim.momentum") == "Momentum" and facts.title("lr_conv") == "LR conv"
     # a trial that does not know a key (only in the manifest, say) does not make it vary
     assert knobs.axes([T(params={"seed": 0}, overrides=["optim=adam"]), T(params={}, overrides=[])]) == []
 

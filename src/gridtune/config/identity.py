@@ -16,10 +16,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from . import schema   # noqa: F401  (stores the config schemas in Hydra's ConfigStore)
-from .knobs import NOT_IDENTITY
+from .facts import NOT_IDENTITY
 
 # Top-level keys that do not change what a trial computes, and keys inside groups that do not: from
-# the one declaration of the keys that are not part of a trial's identity (gridtune.config.knobs.NOT_IDENTITY).
+# the one declaration of the keys that are not part of a trial's identity (gridtune.config.facts).
 NON_SEMANTIC_TOP = tuple(k for k in NOT_IDENTITY if "." not in k)
 NON_SEMANTIC_NESTED = {g: tuple(k.split(".", 1)[1] for k in NOT_IDENTITY if k.startswith(g + "."))
                        for g in dict.fromkeys(k.split(".")[0] for k in NOT_IDENTITY if "." in k)

@@ -4,8 +4,8 @@ Nothing here keeps a list of knobs by hand. A trial's `params` (in result.json a
 are a small default set plus every key of its own overrides; the leaderboard's columns, the
 plots' axes and best.yaml use the keys whose values differ across the sweep's trials (`axes`).
 Overrides are read with Hydra's grammar (gridtune.config.overrides, imported on first use), as the sweep
-read them. `NOT_IDENTITY` declares the keys that are not part of a trial's identity; they are never
-axes, resource hints aside, which stay in `params` as typed. The learning rate reaches the optimizer as `lr` ->
+read them. The keys that are not part of a trial's identity (gridtune.config.facts) are never axes,
+resource hints aside, which stay in `params` as typed. The learning rate reaches the optimizer as `lr` ->
 `lr_conv` / `lr_head` -> `optim.lr_conv` / `optim.lr_head`; `group_lrs` and `set_apart` are the one
 place that follows that chain, so a row shows the rate each parameter group actually used. Only the
 standard library at import (the reducer uses it); omegaconf and Hydra inside the functions that need them.
@@ -15,28 +15,7 @@ from __future__ import annotations
 import json
 import math
 
-# Every key that is not part of a trial's identity, and why: the one declaration. Trial ids
-# (gridtune.config.identity.NON_SEMANTIC_*), fusion (gridtune.train.fused.grouping), the grid's axes (below) and what a
-# trial records of its overrides (gridtune.train.trial, gridtune.final) derive their lists from it.
-#   output - where a trial writes, how it is launched, tracked and followed up
-#   place  - where the data lies, which device runs it: trials of one fused group must agree on it
-#   hint   - a resource or speed setting that changes no result
-#   driver - set by the sweep driver for one launch: a halving rung's stop epoch, the job's other
-#            trials, the cache key of the data the driver indexed; never a recorded override
-NOT_IDENTITY = {
-    "hydra": "output", "launcher": "output", "tracking": "output", "final": "output", "lr_find": "output",
-    "out_root": "output", "sweep_name": "output",
-    "device": "place", "data.root": "place", "data.cache_dir": "place",
-    "data.resident": "hint", "data.resident_max_gb": "hint", "train.threads": "hint", "train.compile": "hint",
-    "train.cudnn_benchmark": "hint", "train.onednn": "hint", "train.oom_retry": "hint",
-    "train.stop_after_epoch": "driver", "launcher.chunk": "driver", "data.cache_key": "driver",
-}
-
-
-def not_identity(*kinds: str) -> tuple[str, ...]:
-    """The non-identity keys of these kinds (all of them without kinds), in declaration order."""
-    return tuple(k for k, why in NOT_IDENTITY.items() if not kinds or why in kinds)
-
+from .facts import not_identity
 
 DRIVER_SET = not_identity("driver")
 DEFAULT = ("dropout", "lr", "l2")                   # always shown, as in the report's table
@@ -44,8 +23,6 @@ GROUP_LRS = (("conv", "lr_conv"), ("head", "lr_head"))   # parameter group -> it
 RECORDED = (*DEFAULT, "seed", *(k for _, k in GROUP_LRS), "batch_size")   # in every trial's params
 # Where things run and are written, not what a trial computes: never an axis.
 NOT_AXES = not_identity("output", "place", "driver")
-TITLES = {"dropout": "Dropout", "lr": "LR", "l2": "L2", "lr_conv": "LR conv", "lr_head": "LR head",
-          "batch_size": "Batch", "epochs": "Max epochs", "weight_decay": "Weight decay"}
 
 
 def item(override: str) -> tuple[str | None, object]:
@@ -121,11 +98,6 @@ def lr_split(trials) -> bool:
 def is_lr(key: str) -> bool:
     last = key.rsplit(".", 1)[-1]
     return last == "lr" or last.startswith("lr_")
-
-
-def title(key: str) -> str:
-    last = key.rsplit(".", 1)[-1]
-    return TITLES.get(key) or TITLES.get(last) or last.replace("_", " ").capitalize()
 
 
 def fmt_lr(v: float, digits: int = 2) -> str:

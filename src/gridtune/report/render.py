@@ -12,7 +12,7 @@ import io
 import math
 
 from gridtune.halving import policy
-from gridtune.config.knobs import title as knob_title
+from gridtune.config.facts import title as knob_title
 from .leaderboard import Group, Leaderboard, Stat
 
 # (metric key, column title) shown for every config, in this order.

@@ -1,8 +1,8 @@
 """Which trials of a job train fused as one model, and when fusion is on: the one place that decides.
 
 Trials fuse when their configs differ only in *fusable* knobs, the ones a fused group can hold per
-model: the learning rates, dropout, the `l2` penalty, the optimizer's weight decay and momentum, and
-the parameters of a schedule of the same type. Everything else (model, features, augment, batch
+model (declared in gridtune.config.facts): the learning rates, dropout, the `l2` penalty, the
+optimizer's weight decay and momentum, and the parameters of a schedule of the same type. Everything else (model, features, augment, batch
 size, epochs, optimizer or schedule type, seed, data, device, ...) must be equal. A model dropout
 (`model.dropout`, the rate the model is built with) of 0 and one > 0 do not fuse (a rate of 0 draws
 no random numbers, so the shared draws would differ).
@@ -19,14 +19,12 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
-from gridtune.config.knobs import not_identity
+from gridtune.config.facts import FUSE_MODES, fuses, not_identity
 from gridtune.config.schema import LauncherConf
 
 # Keys that never change what a job computes together (where it writes, how it is launched/tracked).
 IGNORED_TOP = tuple(k for k in not_identity("output") if "." not in k)
-FUSABLE_TOP = ("lr", "lr_conv", "lr_head", "dropout", "l2")
-FUSABLE_NESTED = {"optim": ("lr_conv", "lr_head", "weight_decay", "momentum"), "model": ("dropout",)}
-MODES = ("auto", "on", "off")
+MODES = FUSE_MODES
 
 
 def fuse_key(cfg) -> str:
@@ -34,12 +32,10 @@ def fuse_key(cfg) -> str:
     raw = OmegaConf.to_container(cfg, resolve=False) if not isinstance(cfg, dict) else dict(cfg)
     raw = OmegaConf.to_container(OmegaConf.create({k: v for k, v in raw.items() if k not in IGNORED_TOP}),
                                  resolve=True)    # hydra's own interpolations never resolve here
-    rest = {k: v for k, v in raw.items() if k not in FUSABLE_TOP}
-    for group, keys in FUSABLE_NESTED.items():
-        if isinstance(rest.get(group), dict):
-            rest[group] = {k: v for k, v in rest[group].items() if k not in keys}
-    if isinstance(rest.get("sched"), dict):
-        rest["sched"] = {"name": rest["sched"].get("name")}
+    rest = {k: v for k, v in raw.items() if not fuses(k)}       # what a fused group must agree on
+    for group, options in list(rest.items()):
+        if isinstance(options, dict):
+            rest[group] = {k: v for k, v in options.items() if not fuses(f"{group}.{k}")}
     rest["dropout>0"] = float((raw.get("model") or {}).get("dropout") or 0) > 0   # the rate the model uses
     return json.dumps(rest, sort_keys=True, default=str)
 
