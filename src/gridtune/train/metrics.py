@@ -59,54 +59,14 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
     p = _check_probs(probs)
     y = np.asarray(labels)
     n, n_classes = p.shape
-    if y.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},) to match probs; got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integers; got dtype {y.dtype}")
-    if y.min() < 0 or y.max() >= n_classes:
-        raise ValueError(f"labels must lie in [0, {n_classes - 1}]; got [{y.min()}, {y.max()}]")
-    if len(class_names) != n_classes:
-        raise ValueError(f"class_names has {len(class_names)} names but probs has {n_classes} columns")
-    if not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins={n_bins!r} is not valid; expected an int >= 1")
+    _check_labels(y, n, n_classes, class_names, n_bins)
 
     pred = p.argmax(axis=1)
     conf = p.max(axis=1)
     correct = pred == y
     acc = float(correct.mean())
-
-    per_class: dict[str, float | None] = {}
-    recalls: list[float] = []
-    f1s: list[float] = []
-    for c, cname in enumerate(class_names):
-        true_c = y == c
-        pred_c = pred == c
-        if true_c.any():
-            recall = float(correct[true_c].mean())
-            recalls.append(recall)
-            per_class[str(cname)] = recall
-        else:
-            per_class[str(cname)] = None
-        if true_c.any() or pred_c.any():
-            tp = float(np.sum(true_c & pred_c))
-            f1s.append(_f1(tp, float(pred_c.sum()) - tp, float(true_c.sum()) - tp))
-
-    idx = _bin_index(conf, n_bins)
-    counts = np.bincount(idx, minlength=n_bins)
-    bin_conf: list[float | None] = []
-    bin_acc: list[float | None] = []
-    ece = 0.0
-    for b in range(n_bins):
-        in_bin = idx == b
-        if counts[b] == 0:
-            bin_conf.append(None)
-            bin_acc.append(None)
-            continue
-        cb = float(conf[in_bin].mean())
-        ab = float(correct[in_bin].mean())
-        bin_conf.append(cb)
-        bin_acc.append(ab)
-        ece += counts[b] / n * abs(ab - cb)
+    per_class, recalls, f1s = _per_class_scores(y, pred, correct, class_names)
+    idx, counts, bin_conf, bin_acc, ece = _calibration_bins(conf, correct, n_bins)
     confidence = float(conf.mean())
 
     return {
@@ -125,6 +85,64 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
             "prob_hist": [int(k) for k in np.bincount(idx, minlength=n_bins)],
         },
     }
+
+
+def _check_labels(y: np.ndarray, n: int, n_classes: int, class_names: list[str], n_bins: Any) -> None:
+    """Raise ValueError unless `y` holds n integer labels in [0, n_classes), one name per class and n_bins >= 1."""
+    if y.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match probs; got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be integers; got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"labels must lie in [0, {n_classes - 1}]; got [{y.min()}, {y.max()}]")
+    if len(class_names) != n_classes:
+        raise ValueError(f"class_names has {len(class_names)} names but probs has {n_classes} columns")
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins={n_bins!r} is not valid; expected an int >= 1")
+
+
+def _per_class_scores(y: np.ndarray, pred: np.ndarray, correct: np.ndarray, class_names: list[str]
+                      ) -> tuple[dict[str, float | None], list[float], list[float]]:
+    """({class name: recall or None}, recalls of the classes present, F1s of the classes present or predicted)."""
+    per_class: dict[str, float | None] = {}
+    recalls: list[float] = []
+    f1s: list[float] = []
+    for c, cname in enumerate(class_names):
+        true_c = y == c
+        pred_c = pred == c
+        if true_c.any():
+            recall = float(correct[true_c].mean())
+            recalls.append(recall)
+            per_class[str(cname)] = recall
+        else:
+            per_class[str(cname)] = None
+        if true_c.any() or pred_c.any():
+            tp = float(np.sum(true_c & pred_c))
+            f1s.append(_f1(tp, float(pred_c.sum()) - tp, float(true_c.sum()) - tp))
+    return per_class, recalls, f1s
+
+
+def _calibration_bins(conf: np.ndarray, correct: np.ndarray, n_bins: int):
+    """(bin index of each sample, bin counts, per-bin mean confidence and accuracy (None when empty), ECE)
+    over `n_bins` equal-width bins of the max probability `conf`."""
+    n = len(conf)
+    idx = _bin_index(conf, n_bins)
+    counts = np.bincount(idx, minlength=n_bins)
+    bin_conf: list[float | None] = []
+    bin_acc: list[float | None] = []
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = idx == b
+        if counts[b] == 0:
+            bin_conf.append(None)
+            bin_acc.append(None)
+            continue
+        cb = float(conf[in_bin].mean())
+        ab = float(correct[in_bin].mean())
+        bin_conf.append(cb)
+        bin_acc.append(ab)
+        ece += counts[b] / n * abs(ab - cb)
+    return idx, counts, bin_conf, bin_acc, ece
 
 
 def multilabel_f1(probs: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, Any]:

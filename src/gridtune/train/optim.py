@@ -150,18 +150,30 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], *,
         return Scheduler(optimizer, name, None, None)
 
     if name == "plateau":
-        inner = ReduceLROnPlateau(
-            optimizer,
-            mode=objective_mode,
-            factor=float(knobs["factor"]),
-            patience=int(knobs["patience"]),
-            threshold=float(knobs["threshold"]),
-            threshold_mode=knobs["threshold_mode"],
-            cooldown=int(knobs["cooldown"]),
-            min_lr=float(knobs["min_lr"]),
-        )
-        return Scheduler(optimizer, name, inner, "metric")
+        return Scheduler(optimizer, name, _plateau(optimizer, knobs, objective_mode), "metric")
+    factor, unit = _lambda_factor(name, knobs, total=total, steps_per_epoch=steps_per_epoch)
+    # plain functions (not callable objects) so that LambdaLR's state holds no copy of the
+    # schedule's shape: a resumed run follows the config it was resumed with
+    return Scheduler(optimizer, name, LambdaLR(optimizer, factor), unit)
 
+
+def _plateau(optimizer: torch.optim.Optimizer, knobs: Mapping[str, Any], objective_mode: str) -> ReduceLROnPlateau:
+    """The torch ReduceLROnPlateau of the plateau schedule's knobs."""
+    return ReduceLROnPlateau(
+        optimizer,
+        mode=objective_mode,
+        factor=float(knobs["factor"]),
+        patience=int(knobs["patience"]),
+        threshold=float(knobs["threshold"]),
+        threshold_mode=knobs["threshold_mode"],
+        cooldown=int(knobs["cooldown"]),
+        min_lr=float(knobs["min_lr"]),
+    )
+
+
+def _lambda_factor(name: str, knobs: Mapping[str, Any], *, total: int,
+                   steps_per_epoch: int) -> tuple[Callable[[int], float], str]:
+    """(LR factor function, its unit "epoch" or "batch") of the step, cosine or warmup_cosine schedule."""
     factor: Callable[[int], float]
     if name == "step":
         step_size = int(knobs["step_size"])
@@ -170,28 +182,25 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], *,
         def factor(epoch: int) -> float:
             return gamma ** (epoch // step_size)
 
-        unit = "epoch"
-    elif name == "cosine":
+        return factor, "epoch"
+    if name == "cosine":
         floor = float(knobs["min_lr_factor"])
 
         def factor(step: int) -> float:
             return _cosine(step / total, floor)
 
-        unit = "batch"
-    else:  # warmup_cosine
-        warmup_epochs = float(knobs["warmup_epochs"])
-        start = float(knobs["warmup_start_factor"])
-        floor = float(knobs["min_lr_factor"])
-        warmup = min(round(warmup_epochs * steps_per_epoch), total)
+        return factor, "batch"
+    # warmup_cosine
+    warmup_epochs = float(knobs["warmup_epochs"])
+    start = float(knobs["warmup_start_factor"])
+    floor = float(knobs["min_lr_factor"])
+    warmup = min(round(warmup_epochs * steps_per_epoch), total)
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                return start + (1.0 - start) * step / warmup
-            if total == warmup:  # warm-up takes the whole run: no cosine phase
-                return 1.0
-            return _cosine((step - warmup) / (total - warmup), floor)
+    def factor(step: int) -> float:
+        if step < warmup:
+            return start + (1.0 - start) * step / warmup
+        if total == warmup:  # warm-up takes the whole run: no cosine phase
+            return 1.0
+        return _cosine((step - warmup) / (total - warmup), floor)
 
-        unit = "batch"
-    # plain functions (not callable objects) so that LambdaLR's state holds no copy of the
-    # schedule's shape: a resumed run follows the config it was resumed with
-    return Scheduler(optimizer, name, LambdaLR(optimizer, factor), unit)
+    return factor, "batch"

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from gridtune.sweepdir.rundir import Trial
-from gridtune.report.leaderboard import Leaderboard
+from gridtune.report.leaderboard import Group, Leaderboard
 from .figure import PlotFile, config_keys, config_label, is_numeric, new_figure, save
 
 MAX_RANKED_PANELS = 12
@@ -53,12 +53,7 @@ def plot_curves(board: Leaderboard, path: Path) -> PlotFile | None:
     if not panels:
         return None
     # One loss scale for all ranked panels so curves compare at a glance; diverged ones scale alone.
-    losses = [y for _, ts in panels[:len(ranked)] for t in ts for k in ("train/loss", "val/loss")
-              for y in _series(t.history(), k)[1]]
-    loss_top = max(losses) * 1.05 if losses else None
-    accs = [y for _, ts in panels[:len(ranked)] for t in ts for y in _series(t.history(), "val/acc")[1]]
-    acc_lim = (max(0.0, min(accs) - 0.03), min(1.0, max(accs) + 0.03)) if accs else (0, 1)
-    from matplotlib.ticker import MaxNLocator
+    loss_top, acc_lim = _shared_scales(panels[:len(ranked)])
     n, ncols = len(panels), min(len(panels), 4)
     # Fixed margins in inches (the grid is too slow for constrained layout): room for tick labels
     # on both sides of each panel and a two-line title above it.
@@ -68,55 +63,14 @@ def plot_curves(board: Leaderboard, path: Path) -> PlotFile | None:
                                             top=1 - 0.85 / height, wspace=0.34, hspace=0.55))
     for i, (ax, (group, trials)) in enumerate(zip(axes, panels)):
         twin = ax.twinx()
-        single = len(trials) == 1
-        for t in trials:
-            for key, colour in (("train/loss", TRAIN), ("val/loss", VAL)):
-                ax.plot(*_series(t.history(), key), color=colour, linewidth=1.6 if single else 0.8,
-                        alpha=1.0 if single else 0.45)
-            twin.plot(*_series(t.history(), "val/acc"), color=ACC, linestyle="--",
-                      linewidth=1.4 if single else 0.8, alpha=1.0 if single else 0.45)
-        if not single:  # seeds: thin lines each, bold mean
-            for key, colour, axis in (("train/loss", TRAIN, ax), ("val/loss", VAL, ax), ("val/acc", ACC, twin)):
-                e, m, _, _ = _mean_series(trials, key)
-                axis.plot(e, m, color=colour, linewidth=2.0, linestyle="--" if key == "val/acc" else "-")
+        _plot_trials(ax, twin, trials)
         twin.set_ylim(*acc_lim)
         if group is not None:
-            best = group.representative.get("best_epoch")
-            if isinstance(best, int):
-                ax.axvline(best, color="grey", linestyle=":", linewidth=1.2)
-            if loss_top:
-                ax.set_ylim(0, loss_top)
-            o = group.objective
-            stat = f"{o.mean:.4f}" + (f" ± {o.std:.4f} (n={o.n})" if o.n > 1 else "")
-            ax.set_title(f"#{group.rank}  {config_label(group.params, keys)}\n{board.objective} {stat}",
-                         fontsize=8.5, color="black")
+            _label_ranked(ax, group, board, keys, loss_top)
         else:
-            t = trials[0]
-            epoch = t.get("diverged_epoch")
-            if isinstance(epoch, int):
-                ax.axvline(epoch, color="red", linewidth=2)
-                ax.text(epoch, 0.5, " NaN ", transform=ax.get_xaxis_transform(), color="red",
-                        ha="right", va="center", fontsize=8, fontweight="bold")
-            label = config_label({k: board.value(t, k) for k in keys}, keys)
-            ax.set_title(f"DIVERGED at epoch {epoch}  {t.trial_id}\n{label}", fontsize=8.5, color="red")
-            ax.set_facecolor("#fff0f0")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
-        twin.yaxis.set_major_locator(MaxNLocator(nbins=5))
-        ax.tick_params(labelsize=7.5)
-        twin.tick_params(labelsize=7.5, colors=ACC)
-        ax.grid(alpha=0.25)
-        if i % ncols == 0:
-            ax.set_ylabel("loss", fontsize=8)
-        if i % ncols == ncols - 1 or i == n - 1:
-            twin.set_ylabel("val acc", fontsize=8, color=ACC)
-        if i >= n - ncols:
-            ax.set_xlabel("epoch", fontsize=8)
-    from matplotlib.lines import Line2D
-    handles = [Line2D([], [], color=TRAIN, label="train loss"), Line2D([], [], color=VAL, label="val loss"),
-               Line2D([], [], color=ACC, linestyle="--", label="val acc (right axis)"),
-               Line2D([], [], color="grey", linestyle=":", label="best epoch")]
-    fig.legend(handles=handles, loc="upper center", ncols=4, fontsize=8.5, frameon=False)
+            _label_diverged(ax, trials[0], board, keys)
+        _style_panel(ax, twin, i, n, ncols)
+    _curves_legend(fig)
     shown = f"top {len(ranked)} of {len(board.groups)} configs" if len(board.groups) > len(ranked) else \
         f"all {len(ranked)} configs"
     return PlotFile("learning_curves", "Learning curves",
@@ -124,6 +78,82 @@ def plot_curves(board: Leaderboard, path: Path) -> PlotFile | None:
                     + (f", then {len(diverged)} diverged trial(s) in red" if diverged else "")
                     + ". With several seeds, thin lines are single seeds and the bold line their mean.",
                     save(fig, path))
+
+
+def _shared_scales(panels: list) -> tuple[float | None, tuple]:
+    """(top of the loss axis, limits of the val acc axis) shared by the given (group, trials) panels."""
+    losses = [y for _, ts in panels for t in ts for k in ("train/loss", "val/loss")
+              for y in _series(t.history(), k)[1]]
+    loss_top = max(losses) * 1.05 if losses else None
+    accs = [y for _, ts in panels for t in ts for y in _series(t.history(), "val/acc")[1]]
+    acc_lim = (max(0.0, min(accs) - 0.03), min(1.0, max(accs) + 0.03)) if accs else (0, 1)
+    return loss_top, acc_lim
+
+
+def _plot_trials(ax, twin, trials: list[Trial]) -> None:
+    """Draw each trial's train/val loss on `ax` and val acc on `twin`; with several seeds, bold means on top."""
+    single = len(trials) == 1
+    for t in trials:
+        for key, colour in (("train/loss", TRAIN), ("val/loss", VAL)):
+            ax.plot(*_series(t.history(), key), color=colour, linewidth=1.6 if single else 0.8,
+                    alpha=1.0 if single else 0.45)
+        twin.plot(*_series(t.history(), "val/acc"), color=ACC, linestyle="--",
+                  linewidth=1.4 if single else 0.8, alpha=1.0 if single else 0.45)
+    if not single:  # seeds: thin lines each, bold mean
+        for key, colour, axis in (("train/loss", TRAIN, ax), ("val/loss", VAL, ax), ("val/acc", ACC, twin)):
+            e, m, _, _ = _mean_series(trials, key)
+            axis.plot(e, m, color=colour, linewidth=2.0, linestyle="--" if key == "val/acc" else "-")
+
+
+def _label_ranked(ax, group: Group, board: Leaderboard, keys: list, loss_top: float | None) -> None:
+    """Mark a ranked config's best epoch, set the shared loss scale and title it with rank, config and objective."""
+    best = group.representative.get("best_epoch")
+    if isinstance(best, int):
+        ax.axvline(best, color="grey", linestyle=":", linewidth=1.2)
+    if loss_top:
+        ax.set_ylim(0, loss_top)
+    o = group.objective
+    stat = f"{o.mean:.4f}" + (f" ± {o.std:.4f} (n={o.n})" if o.n > 1 else "")
+    ax.set_title(f"#{group.rank}  {config_label(group.params, keys)}\n{board.objective} {stat}",
+                 fontsize=8.5, color="black")
+
+
+def _label_diverged(ax, t: Trial, board: Leaderboard, keys: list) -> None:
+    """Mark a diverged trial's epoch in red and title its panel in red."""
+    epoch = t.get("diverged_epoch")
+    if isinstance(epoch, int):
+        ax.axvline(epoch, color="red", linewidth=2)
+        ax.text(epoch, 0.5, " NaN ", transform=ax.get_xaxis_transform(), color="red",
+                ha="right", va="center", fontsize=8, fontweight="bold")
+    label = config_label({k: board.value(t, k) for k in keys}, keys)
+    ax.set_title(f"DIVERGED at epoch {epoch}  {t.trial_id}\n{label}", fontsize=8.5, color="red")
+    ax.set_facecolor("#fff0f0")
+
+
+def _style_panel(ax, twin, i: int, n: int, ncols: int) -> None:
+    """Ticks and grid of panel `i` of `n`; axis labels only on the grid's outer edges."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    twin.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.tick_params(labelsize=7.5)
+    twin.tick_params(labelsize=7.5, colors=ACC)
+    ax.grid(alpha=0.25)
+    if i % ncols == 0:
+        ax.set_ylabel("loss", fontsize=8)
+    if i % ncols == ncols - 1 or i == n - 1:
+        twin.set_ylabel("val acc", fontsize=8, color=ACC)
+    if i >= n - ncols:
+        ax.set_xlabel("epoch", fontsize=8)
+
+
+def _curves_legend(fig) -> None:
+    """The figure's one legend above the panels: line colours and styles."""
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=TRAIN, label="train loss"), Line2D([], [], color=VAL, label="val loss"),
+               Line2D([], [], color=ACC, linestyle="--", label="val acc (right axis)"),
+               Line2D([], [], color="grey", linestyle=":", label="best epoch")]
+    fig.legend(handles=handles, loc="upper center", ncols=4, fontsize=8.5, frameon=False)
 
 
 def _pooled_bins(trials: list[Trial]):

@@ -101,56 +101,77 @@ def plot_vs_lr(board: Leaderboard, path: Path) -> PlotFile | None:
     many = len(lines) > 8  # too many lines for a legend: scatter coloured by one param instead
     colours = palette(values_of(board, colour_by) if many and colour_by else list(lines))
     for ax, metric in zip(axes, [None, "overconfidence"]):
-        for label, line in lines.items():
-            line = sorted(line, key=lambda g: g.params[x])
-            xs = [g.params[x] for g in line]
-            if metric is None:
-                ys = [g.objective.mean for g in line]
-                errs = [g.objective.std or 0.0 for g in line]
-            else:
-                ys = [_overconf(g) for g in line]
-                errs = [0.0] * len(line)
-            if many:
-                for g, xv, yv in zip(line, xs, ys):
-                    ax.scatter(xv, yv, s=28, color=colours[g.params.get(colour_by)], alpha=0.8)
-            else:
-                ax.errorbar(xs, ys, yerr=errs if any(errs) else None, marker="o", ms=4, capsize=3,
-                            color=colours[label], label=label, linewidth=1.4)
-        win = groups[0]  # best first
-        ax.scatter([win.params[x]], [win.objective.mean if metric is None else _overconf(win)], marker="*",
-                   s=220, color="red", zorder=5, label="winner")
-        failed = [t for t in board.not_ranked if isinstance(board.value(t, x), (int, float))]
-        if failed and metric is None:  # unranked trials sit on the bottom edge so they are not forgotten
-            ax.scatter([board.value(t, x) for t in failed], [0.02] * len(failed), marker="x", color="crimson",
-                       transform=ax.get_xaxis_transform(), clip_on=False, label="not ranked (failed/diverged/...)")
-        ax.set_xscale("log")
-        xs_all = values_of(board, x)
-        ax.set_xticks(xs_all, [fmt_num(v) for v in xs_all])
-        ax.minorticks_off()
-        ax.set_xlabel(f"{x} (log scale)")
-        ax.grid(alpha=0.3)
-        if metric is None:
-            ax.set_ylabel(board.objective)
-            ax.set_title(f"{board.objective} vs {x}" + (" (error bars: std over seeds)" if any(
-                g.objective.n > 1 for g in groups) else ""), fontsize=10)
-        else:
-            ax.axhline(0, color="grey", linewidth=1)
-            ax.set_ylabel("val confidence − val accuracy")
-            ax.set_title(f"over-confidence vs {x} (> 0: more confident than accurate)", fontsize=10)
-    if many and colour_by:
-        from matplotlib.lines import Line2D
-        handles = [Line2D([], [], marker="o", linestyle="", color=c, label=f"{colour_by} {fmt_num(v)}")
-                   for v, c in colours.items()]
-        # Keep the winner star and the not-ranked crosses explained as well.
-        handles += [h for h in axes[0].get_legend_handles_labels()[0]]
-        axes[0].legend(handles=handles, fontsize=8)
-    else:
-        axes[0].legend(fontsize=8, loc="best")
+        _plot_lines(ax, metric, lines, x, many, colours, colour_by)
+        _mark_winner_and_unranked(ax, metric, board, groups[0], x)  # groups are best first
+        _style_lr_panel(ax, metric, board, groups, x)
+    _lr_legend(axes[0], many, colours, colour_by)
     return PlotFile("objective_vs_lr", f"{board.objective} vs {x}",
                     f"Mean {board.objective} per config against {x}; the red star is the winner and crosses "
                     "on the bottom edge are trials that were not ranked."
                     + (" Right: mean confidence minus accuracy, above zero means over-confident." if has_conf else ""),
                     save(fig, path))
+
+
+def _plot_lines(ax, metric: str | None, lines: dict[str, list[Group]], x: str, many: bool, colours: dict,
+                colour_by: str | None) -> None:
+    """Draw the objective (metric None) or the over-confidence of each line's groups against `x`: error-bar
+    lines, or with `many` lines points coloured by `colour_by`."""
+    for label, line in lines.items():
+        line = sorted(line, key=lambda g: g.params[x])
+        xs = [g.params[x] for g in line]
+        if metric is None:
+            ys = [g.objective.mean for g in line]
+            errs = [g.objective.std or 0.0 for g in line]
+        else:
+            ys = [_overconf(g) for g in line]
+            errs = [0.0] * len(line)
+        if many:
+            for g, xv, yv in zip(line, xs, ys):
+                ax.scatter(xv, yv, s=28, color=colours[g.params.get(colour_by)], alpha=0.8)
+        else:
+            ax.errorbar(xs, ys, yerr=errs if any(errs) else None, marker="o", ms=4, capsize=3,
+                        color=colours[label], label=label, linewidth=1.4)
+
+
+def _mark_winner_and_unranked(ax, metric: str | None, board: Leaderboard, win: Group, x: str) -> None:
+    """A red star at the winner; on the objective panel, crosses on the bottom edge at the unranked trials."""
+    ax.scatter([win.params[x]], [win.objective.mean if metric is None else _overconf(win)], marker="*",
+               s=220, color="red", zorder=5, label="winner")
+    failed = [t for t in board.not_ranked if isinstance(board.value(t, x), (int, float))]
+    if failed and metric is None:  # unranked trials sit on the bottom edge so they are not forgotten
+        ax.scatter([board.value(t, x) for t in failed], [0.02] * len(failed), marker="x", color="crimson",
+                   transform=ax.get_xaxis_transform(), clip_on=False, label="not ranked (failed/diverged/...)")
+
+
+def _style_lr_panel(ax, metric: str | None, board: Leaderboard, groups: list[Group], x: str) -> None:
+    """Log x axis ticked at the grid's `x` values, grid lines, and the panel's y label and title."""
+    ax.set_xscale("log")
+    xs_all = values_of(board, x)
+    ax.set_xticks(xs_all, [fmt_num(v) for v in xs_all])
+    ax.minorticks_off()
+    ax.set_xlabel(f"{x} (log scale)")
+    ax.grid(alpha=0.3)
+    if metric is None:
+        ax.set_ylabel(board.objective)
+        ax.set_title(f"{board.objective} vs {x}" + (" (error bars: std over seeds)" if any(
+            g.objective.n > 1 for g in groups) else ""), fontsize=10)
+    else:
+        ax.axhline(0, color="grey", linewidth=1)
+        ax.set_ylabel("val confidence − val accuracy")
+        ax.set_title(f"over-confidence vs {x} (> 0: more confident than accurate)", fontsize=10)
+
+
+def _lr_legend(ax, many: bool, colours: dict, colour_by: str | None) -> None:
+    """The first panel's legend: one entry per line, or with `many` lines one per `colour_by` value."""
+    if many and colour_by:
+        from matplotlib.lines import Line2D
+        handles = [Line2D([], [], marker="o", linestyle="", color=c, label=f"{colour_by} {fmt_num(v)}")
+                   for v, c in colours.items()]
+        # Keep the winner star and the not-ranked crosses explained as well.
+        handles += [h for h in ax.get_legend_handles_labels()[0]]
+        ax.legend(handles=handles, fontsize=8)
+    else:
+        ax.legend(fontsize=8, loc="best")
 
 
 def _overconf(group: Group) -> float:

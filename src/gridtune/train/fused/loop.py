@@ -55,52 +55,75 @@ def train_epoch(epoch: int, model, runs, features, augment, data, indices, *, ba
         with autocast(device, amp_dtype):
             logits = model(x)                                          # (N, B, n_classes)
         active = list(model.active)
-        losses, total = [], None
-        for p, i in enumerate(active):
-            run = runs[i]
-            loss = F.cross_entropy(logits[:, p].float(), y, weight=run.class_weights)
-            l2 = float(run.cfg.l2)
-            term = loss + l2 * l2_penalty(run.model) if l2 else loss
-            losses.append(loss)
-            total = term if total is None else total + term
-        for i in active:
-            runs[i].optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(total).backward()
-        else:
-            total.backward()
-        for i in active:
-            run = runs[i]
-            if scaler is not None:
-                scaler.unscale_(run.optimizer)
-            clip = float(run.cfg.train.grad_clip)
-            if clip:
-                torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
-            if scaler is not None:
-                scaler.step(run.optimizer)
-            else:
-                run.optimizer.step()
-            run.scheduler.step_batch()
-        if scaler is not None:
-            scaler.update()
+        losses, total = _fused_loss(logits, y, runs, active)
+        _backward_and_step(runs, active, total, scaler)
         for p, i in enumerate(active):
             sums[i] += losses[p].detach() * len(y)
             correct[i] += (logits[:, p].detach().argmax(1) == y).sum()
         n += len(y)
         if step % CHECK_EVERY == 0:
-            values = torch.stack([v.detach() for v in losses]).tolist()
-            gone = set()
-            for i, value in zip(active, values):
-                if not np.isfinite(value) or value > _limits(runs[i])[0]:
-                    failed[i] = Diverged(epoch, f"train loss {value:.4g} at batch {step}")
-                    gone.add(i)
-            if gone:
-                _drop(model, gone)
+            _check_batch(epoch, step, model, runs, active, losses, failed)
             if heartbeat is not None:
                 heartbeat(model.active)
     if n == 0:
         raise ValueError(f"train.batch_size={batch_size}: larger than the training split ({len(indices)} clips)")
     seconds = time.perf_counter() - t0
+    return _epoch_results(epoch, model, runs, sums, correct, n, seconds, failed), failed
+
+
+def _fused_loss(logits, y, runs, active: list[int]):
+    """(each active model's cross-entropy, the sum over them of cross-entropy plus `l2 · Σw²`), in `active` order."""
+    losses, total = [], None
+    for p, i in enumerate(active):
+        run = runs[i]
+        loss = F.cross_entropy(logits[:, p].float(), y, weight=run.class_weights)
+        l2 = float(run.cfg.l2)
+        term = loss + l2 * l2_penalty(run.model) if l2 else loss
+        losses.append(loss)
+        total = term if total is None else total + term
+    return losses, total
+
+
+def _backward_and_step(runs, active: list[int], total, scaler) -> None:
+    """Backpropagate the fused loss, then each active model's clipping, optimizer step and batch schedule step."""
+    for i in active:
+        runs[i].optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(total).backward()
+    else:
+        total.backward()
+    for i in active:
+        run = runs[i]
+        if scaler is not None:
+            scaler.unscale_(run.optimizer)
+        clip = float(run.cfg.train.grad_clip)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+        if scaler is not None:
+            scaler.step(run.optimizer)
+        else:
+            run.optimizer.step()
+        run.scheduler.step_batch()
+    if scaler is not None:
+        scaler.update()
+
+
+def _check_batch(epoch: int, step: int, model, runs, active: list[int], losses, failed: dict) -> None:
+    """Record in `failed` and drop from `model` each member whose batch loss is NaN/inf or above its limit."""
+    values = torch.stack([v.detach() for v in losses]).tolist()
+    gone = set()
+    for i, value in zip(active, values):
+        if not np.isfinite(value) or value > _limits(runs[i])[0]:
+            failed[i] = Diverged(epoch, f"train loss {value:.4g} at batch {step}")
+            gone.add(i)
+    if gone:
+        _drop(model, gone)
+
+
+def _epoch_results(epoch: int, model, runs, sums: dict, correct: dict, n: int, seconds: float,
+                   failed: dict) -> dict:
+    """{member: train metrics} of the active members; a member whose mean loss is over its limit is
+    recorded in `failed` instead and dropped from `model`."""
     results, gone = {}, set()
     for i in model.active:
         mean = sums[i].item() / n
@@ -113,7 +136,7 @@ def train_epoch(epoch: int, model, runs, features, augment, data, indices, *, ba
                           "train/seconds": seconds}
     if gone:
         _drop(model, gone)
-    return results, failed
+    return results
 
 
 @torch.no_grad()
