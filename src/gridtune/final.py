@@ -23,6 +23,7 @@ from gridtune.sweepdir import claims, ledger, records, rundir
 from gridtune.config import identity
 from gridtune.data.audio import BadAudio
 from gridtune.data.layouts import DataError
+from gridtune.use.final_report import figure_lines, report
 
 USAGE = "usage: python -m gridtune.final sweep_dir=DIR [hydra overrides, e.g. final.epochs=30 data.root=...]"
 MODEL = "model.pt"
@@ -266,35 +267,6 @@ def _record(*, t0: float, sweep_dir: Path, best: dict, cfg, config_id: str, appl
             "device": summary["device"], "amp": summary["amp"],
             "skipped_files": {"train": summary["skipped_files"], "test": test.pop("skipped_files", [])},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-
-def figure_lines(rec: dict) -> list[str]:
-    """The test figures, one line each (what the command prints at the end)."""
-    t, names = rec["test"], ("micro_f1", "macro_f1", "acc", "bal_acc")
-    lines = [f"test {k} = {t[k]:.4f} ({t['n_clips']} clips)" for k in names if t.get(k) is not None]
-    if rec["threshold"] is not None:
-        lines.append(f"threshold = {rec['threshold']:.2f} ({rec['threshold_source']})")
-    return (lines or ["no test evaluation (final.test=none or no test data)"]) + [f"model: {rec['model_path']}"]
-
-
-def report(rec: dict) -> str:
-    t = rec["test"]
-    what = {"irmas_test": f"IRMAS test clips, {t.get('n_windows')} windows of {t.get('window_s')} s "
-                          f"every {t.get('hop_s')} s, probabilities averaged per clip",
-            "split": "the held-out test split (data.test_fraction)", "none": "none"}[t["mode"]]
-    lines = [f"# Final model of sweep `{rec['sweep']}`", "",
-             f"- Winner: trial `{rec['trial_id']}` ({rec['objective']} = {rec['winner_value']}), "
-             f"overrides applied `{' '.join(rec['overrides'])}`",
-             f"- Trained on **{rec['train_on']}** ({rec['n_train_clips']} clips) for {rec['epochs_run']} of "
-             f"{rec['epochs']} epochs on {rec['device']}; kept weights: {rec['weights']}",
-             f"- Test data: {what}"]
-    lines += [f"- {line}" for line in figure_lines(rec)]
-    n_skipped = len(rec["skipped_files"]["train"]) + len(rec["skipped_files"]["test"])
-    lines += [f"- Skipped files: {n_skipped} (listed in final.json)",
-              f"- Wall time {rec['wall_time_s']:.0f} s, git {rec['git_sha']}{' (dirty)' if rec['git_dirty'] else ''}"]
-    if rec["config_trial_id"] != rec["trial_id"]:
-        lines.append(f"- Note: the command line changed the winner's config (trial id {rec['config_trial_id']})")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

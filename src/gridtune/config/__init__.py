@@ -1,7 +1,8 @@
 """config: what a trial is, before anything runs (torch-free).
 
-The typed schema of every config group (`schema`), each knob's facts (`knobs`: type, range, fusability,
-identity, title), the one override parser (`overrides`, Hydra's grammar), trial identity (`identity`),
-the rules every builder enforces (`rules`), every range and cross-field check (`checks`), and the
-fast composition of a grid (`planner`). Imports nothing else of gridtune.
+`schema` + `optim_schema` (the typed schema of every config group: each knob's type), `facts` (each
+knob's range, fusability, identity and report title: the one table), `overrides` (the one override
+parser, Hydra's grammar), `identity` (a trial's semantic config and its hash), `knobs` (the grid's
+axes, a trial's params, the group LRs), `rules` (the rules every part builder enforces), `checks`
+(every range and cross-field check), `planner` (a grid composed fast). Imports nothing else of gridtune.
 """
