@@ -14,6 +14,9 @@ A knob's *type* is the schema's (gridtune.config.schema: Hydra refuses a wrong t
                   driver - set by the sweep driver for one launch (a halving rung's stop epoch, the
                            job's other trials, the cache key it indexed); never a recorded override
     title       its column title in reports (else its last part, capitalized)
+    cost        it changes what one epoch costs (a group: all of its keys but those that fuse); trials
+                equal in these, the data's size, the device class and the fused group size have
+                epochs of "the same shape" (gridtune.config.knobs.epoch_shape, gridtune.checks.budget)
 
 An entry covers the keys below it (`launcher` covers `launcher.fuse`) for identity; `group.*` stands
 for every parameter of the group's options but their `name` (`sched.*`: a schedule's parameters).
@@ -70,6 +73,7 @@ class Knob:
     fuses: bool = False
     identity: str | None = None
     title: str | None = None
+    cost: bool = False
 
 
 _INT1 = "must be an integer >= 1"
@@ -84,27 +88,32 @@ FACTS: dict[str, Knob] = {
     # training
     "train.epochs": Knob(integer(1), _INT1, title="Max epochs"),
     "train.stop_after_epoch": Knob(_null_or(integer(1)), "must be null or an integer >= 1", identity="driver"),
-    "train.batch_size": Knob(integer(1), _INT1, title="Batch"),
-    "train.eval_batch_size": Knob(integer(1), _INT1),
-    "train.amp": Knob(one_of(*AMP), f"must be {'|'.join(AMP)}"),
+    "train.batch_size": Knob(integer(1), _INT1, title="Batch", cost=True),
+    "train.eval_batch_size": Knob(integer(1), _INT1, cost=True),
+    "train.amp": Knob(one_of(*AMP), f"must be {'|'.join(AMP)}", cost=True),
+    "train.channels_last": Knob(cost=True),
+    "train.class_weights": Knob(cost=True),
     "train.diverge_factor": Knob(positive, "must be a number > 0"),
     "train.early_stop.patience": Knob(integer(0), "must be an integer >= 0"),
     "train.threads": Knob(identity="hint"),
-    "train.compile": Knob(identity="hint"),
+    "train.compile": Knob(identity="hint", cost=True),
     "train.cudnn_benchmark": Knob(identity="hint"),
-    "train.onednn": Knob(identity="hint"),
+    "train.onednn": Knob(identity="hint", cost=True),
     "train.oom_retry": Knob(identity="hint"),
     # the swappable parts: option names, and what a fused group may hold per model
-    "optim.name": Knob(names="OPTIMIZERS", why="optimizer"),
+    "optim.name": Knob(names="OPTIMIZERS", why="optimizer", cost=True),
     "optim.lr_conv": Knob(fuses=True),
     "optim.lr_head": Knob(fuses=True),
     "optim.weight_decay": Knob(fuses=True, title="Weight decay"),
     "optim.momentum": Knob(fuses=True),
     "sched.name": Knob(names="SCHEDULES", why="schedule"),
     "sched.*": Knob(fuses=True),
+    "model": Knob(cost=True),
     "model.name": Knob(names="MODELS", why="model"),
     "model.dropout": Knob(fuses=True),
+    "augment": Knob(cost=True),
     "augment.name": Knob(names="AUGMENTS", why="augment"),
+    "features": Knob(cost=True),
     "features.name": Knob(names="FEATURES", why="features"),
     "tracking.name": Knob(names="TRACKERS", why="tracking"),
     # where and how it runs
@@ -116,10 +125,11 @@ FACTS: dict[str, Knob] = {
     "data.resident": Knob(identity="hint"),
     "data.resident_max_gb": Knob(identity="hint"),
     "data.on_bad_file": Knob(one_of("skip", "error"), "must be skip|error"),
-    "data.val_fraction": Knob(lambda v: 0 < v < 1, "must be in (0, 1)"),
-    "data.test_fraction": Knob(lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "data.sample_rate": Knob(integer(1000), "must be an integer >= 1000 (Hz)"),
-    "data.clip_seconds": Knob(positive, "must be > 0"),
+    "data.layout": Knob(cost=True),
+    "data.val_fraction": Knob(lambda v: 0 < v < 1, "must be in (0, 1)", cost=True),
+    "data.test_fraction": Knob(lambda v: 0 <= v < 1, "must be in [0, 1)", cost=True),
+    "data.sample_rate": Knob(integer(1000), "must be an integer >= 1000 (Hz)", cost=True),
+    "data.clip_seconds": Knob(positive, "must be > 0", cost=True),
     "sweep_name": Knob(_plain_name, "must be a plain name (letters, digits, _ . = , + -), no '/' or '..'",
                        identity="output"),
     "out_root": Knob(identity="output"),
@@ -132,6 +142,7 @@ FACTS: dict[str, Knob] = {
     "launcher.fuse_max": Knob(integer(1), _INT1),
     "launcher.max_array_size": Knob(_null_or(integer(1)), "must be null (ask the scheduler) or an integer >= 1"),
     "launcher.max_submit_jobs": Knob(_null_or(integer(1)), "must be null (ask the scheduler) or an integer >= 1"),
+    "launcher.max_gpu_hours": Knob(_null_or(positive), "must be null (no limit) or a number of hours > 0"),
     "launcher.chunk": Knob(identity="driver"),
     "final": Knob(identity="output"),
     "final.train_on": Knob(one_of(*FINAL_TRAIN_ON), f"must be {'|'.join(FINAL_TRAIN_ON)}"),
@@ -165,6 +176,9 @@ NOT_IDENTITY: dict[str, str] = {k: f.identity for k, f in FACTS.items() if f.ide
 def not_identity(*kinds: str) -> tuple[str, ...]:
     """The declared non-identity keys of these kinds (all of them without kinds), in declaration order."""
     return tuple(k for k, why in NOT_IDENTITY.items() if not kinds or why in kinds)
+
+
+EPOCH_COST: tuple[str, ...] = tuple(k for k, f in FACTS.items() if f.cost)
 
 
 def fuses(key: str) -> bool:

@@ -15,9 +15,36 @@ from __future__ import annotations
 import json
 import math
 
-from .facts import not_identity
+from .facts import EPOCH_COST, NOT_IDENTITY, fuses, not_identity
 
 DRIVER_SET = not_identity("driver")
+
+# The speed hints among the knobs that change an epoch's cost (gridtune.config.facts: `cost`) are no part
+# of a trial's identity, so its record keeps the values its run used apart (the `timing` of result.json).
+EPOCH_COST_HINTS = tuple(k for k in EPOCH_COST if NOT_IDENTITY.get(k) == "hint")
+
+
+def epoch_shape(config, n_clips: int, device_class: str, group_size: int = 1, hints: dict | None = None) -> str:
+    """The "same shape" key of a trial: equal for two trials whose epochs cost the same. `config` is a
+    composed config (DictConfig), or the resolved plain `config` of a trial record with `hints`, the
+    values of EPOCH_COST_HINTS its run used."""
+    from omegaconf import DictConfig, OmegaConf
+    values = {}
+    for key in EPOCH_COST:
+        if isinstance(config, DictConfig):
+            node = OmegaConf.select(config, key, default=None)
+            v = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        else:
+            v = config
+            for part in key.split("."):
+                v = v.get(part) if isinstance(v, dict) else None
+        if hints is not None and key in EPOCH_COST_HINTS:
+            v = hints.get(key)
+        values[key] = {k: x for k, x in v.items() if not fuses(f"{key}.{k}")} if isinstance(v, dict) else v
+    return json.dumps({**values, "n_clips": int(n_clips), "device": device_class, "group": int(group_size)},
+                      sort_keys=True, default=str)
+
+
 DEFAULT = ("dropout", "lr", "l2")                   # always shown, as in the report's table
 GROUP_LRS = (("conv", "lr_conv"), ("head", "lr_head"))   # parameter group -> its LR knob
 RECORDED = (*DEFAULT, "seed", *(k for _, k in GROUP_LRS), "batch_size")   # in every trial's params

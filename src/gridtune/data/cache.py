@@ -123,6 +123,11 @@ def _strict(entry: CacheEntry, root: Path, on_bad_file: str) -> CacheEntry:
     return entry
 
 
+def is_built(cache_dir: str | Path, key: str) -> bool:
+    """Whether the cache entry `key` is complete (load_or_build would open it, not build it)."""
+    return (Path(cache_dir) / key / "meta.json").exists()
+
+
 def load_or_build(root: str | Path, items: list[tuple[str, object, str]], params: dict,
                   cache_dir: str | Path, on_bad_file: str = "skip") -> CacheEntry:
     """Open the cache entry for these files and parameters, building it under a lock if needed.

@@ -69,6 +69,25 @@ def history(trial_dir: Path) -> list[dict]:
     return records.read_history(Path(trial_dir) / records.HISTORY)
 
 
+TIMED = ("ok", "diverged", "stopped", "paused")     # records whose epochs ran to their end
+
+
+def timed_runs(dirs) -> list[tuple[dict, list[dict]]]:
+    """(result.json, history rows) of every trial under these sweep directories (the ones that exist)
+    whose record holds the `timing` of its run and ran its epochs to their end: gridtune.checks.budget's
+    measured epoch times. Each directory is read once, as `read_sweep` reads it."""
+    out, seen = [], set()
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir() or d.resolve() in seen:
+            continue
+        seen.add(d.resolve())
+        for t in read_sweep(d).trials:
+            if t.result is not None and isinstance(t.result.get("timing"), dict) and t.state in TIMED:
+                out.append((t.result, t.history()))
+    return out
+
+
 def same_data(rec: dict, cache_key: str | None) -> bool:
     """Whether a trial record was trained on the data whose cache key is `cache_key` (the key its
     result.json records); None, a key that cannot be told, counts as the same."""

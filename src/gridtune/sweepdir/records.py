@@ -44,13 +44,15 @@ STATUSES = ("ok", "diverged", "oom", "failed", "paused", "stopped")
 FINAL_STATUSES = ("ok", "diverged")
 
 # Keys every result.json has (values may be null where they do not apply). `trained` says how the
-# trial trained: {fused, group_size, trials_per_job, device, precision} (gridtune.train.engine.TrialRun.trained).
+# trial trained: {fused, group_size, trials_per_job, device, precision} (gridtune.train.engine.TrialRun.trained);
+# `timing` what its epochs' `time_s` (history.jsonl) leave out: setup seconds, a cold process, the first
+# epoch of this run, clips and threads (gridtune.train.engine.TrialRun.timing; read by gridtune.checks.budget).
 RESULT_KEYS = (
     "schema", "trial_id", "sweep", "status", "error", "diverged_epoch", "stop_reason",
     "params", "overrides", "objective", "objective_mode", "metrics", "per_class_acc",
     "calibration", "best_epoch", "epochs_run", "stopped_early", "wall_time_s",
     "train_samples_per_s", "git_sha", "git_dirty", "cache_hash", "n_skipped_files",
-    "skipped_files", "device", "amp", "trained", "host", "started_at", "finished_at", "config",
+    "skipped_files", "device", "amp", "trained", "timing", "host", "started_at", "finished_at", "config",
 )
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
+from gridtune.config.knobs import EPOCH_COST_HINTS
 from gridtune.data import feed as data_mod
 from gridtune.sweepdir import claims, records
 from . import frontend, metrics
@@ -34,6 +36,9 @@ SHARED = ("prepared", "split", "train_idx", "val_idx", "data", "classes", "gen",
           "train_data", "train_features")
 
 
+_PROCESS_RUNS = [0]   # TrialRuns (fused groups: one) built in this process so far: the first one runs cold
+
+
 def _auto(flag, default: bool) -> bool:
     return default if flag == "auto" else bool(flag)
 
@@ -46,12 +51,16 @@ class TrialRun:
         each epoch; `epochs` overrides train.epochs (the final run's final.epochs). `shared`: a run on the
         same data, features and seed whose data, front end and batch-order generator this one reuses
         (the members of a fused group); only the model, optimizer, schedule and records are its own."""
+        t_setup = time.perf_counter()
         set_cpu(cfg)
         self.cfg, self.out, self.batch_size, self.tracker = cfg, Path(out_dir), batch_size, tracker
         self.device = pick_device(cfg.device)
         self.epochs = int(epochs or cfg.train.epochs)
         self._group = shared._group if shared is not None else [0]    # runs on this data: a fused group's
         self._group[0] += 1
+        # the process's first run pays its one-off warm-up (first kernels, allocator): a fused group's members with it
+        self.cold = shared.cold if shared is not None else _PROCESS_RUNS[0] == 0
+        _PROCESS_RUNS[0] += shared is None
         if shared is not None:
             for key in SHARED:
                 setattr(self, key, getattr(shared, key))
@@ -72,6 +81,7 @@ class TrialRun:
         self.best = {"value": None, "epoch": None, "metrics": None, "extra": None}
         self.bad_epochs, self.stopped_early, self.epoch = 0, False, 0
         self._resume()
+        self.setup_s, self.first_epoch = time.perf_counter() - t_setup, self.epoch + 1
 
     # -- construction -------------------------------------------------------------------------
     def _build(self, shared: TrialRun | None = None) -> None:
@@ -242,6 +252,16 @@ class TrialRun:
                 "device": str(self.device),
                 "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32"}
 
+    def timing(self) -> dict:
+        """What gridtune.budget reads besides each epoch's `time_s` (history.jsonl): this run's setup
+        seconds (data, front end, model, resume), whether it ran cold (the process's first run), the
+        first epoch it trained, the clips its data index lists, the CPU threads it used and the speed
+        hints that are no part of its identity (gridtune.knobs.EPOCH_COST_HINTS)."""
+        return {"setup_s": self.setup_s, "cold": self.cold, "first_epoch": self.first_epoch,
+                "n_clips": len(self.prepared.labels) + len(self.prepared.skipped),
+                "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+                "hints": {key: OmegaConf.select(self.cfg, key, default=None) for key in EPOCH_COST_HINTS}}
+
     def summary(self) -> dict:
         """The result.json fields this run knows (also after a divergence: the best epoch so far)."""
         best, trained = self.best, self.trained()
@@ -252,7 +272,8 @@ class TrialRun:
                "train_samples_per_s": float(np.mean(sps)) if sps else None,
                "cache_hash": self.prepared.entry.key, "skipped_files": self.prepared.skipped,
                "n_skipped_files": len(self.prepared.skipped), "trained": trained, "device": trained["device"],
-               "amp": "off" if trained["precision"] == "float32" else trained["precision"]}
+               "amp": "off" if trained["precision"] == "float32" else trained["precision"],
+               "timing": self.timing()}
         if best["extra"]:
             out.update(best["extra"])
         if self.tracker is not None and best["metrics"]:
