@@ -6,7 +6,7 @@ estimate and refuses a grid over the limit. It is built from measured epoch time
 - records of earlier trials of the same shape (gridtune.config.knobs.epoch_shape: what an epoch's cost
   depends on, device class and fused group size included) in the sweep directory and its siblings,
   read through gridtune.sweepdir.ledger.timed_runs: each epoch's `time_s` and the run's `timing`;
-- or, with `plan --probe`, the runs gridtune.probe trains here first (each shape's first job unit,
+- or, with `plan --probe`, the runs gridtune.checks.probe trains here first (each shape's first job unit,
   a couple of epochs, in a temporary directory) and its timing of the driver's validation.
 
 A run in a process that has trained nothing yet is cold: its setup and first epoch carry the
@@ -30,6 +30,7 @@ import math
 import os
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,16 +44,18 @@ from gridtune.data.cache import is_built
 
 @dataclass
 class Cost:
-    """One shape's measured cost: a steady epoch, and per run (cold: True/False) a trial's setup and
-    its first epoch's extra over a steady one; a side never measured stands in for the other."""
+    """One shape's measured cost: a steady epoch, per run (cold: True/False) a trial's setup and its
+    first epoch's extra over a steady one (a side never measured stands in for the other), and a
+    trial's seconds around them (records, provenance: its wall time less setup and epochs)."""
     epoch_s: float
     setup_s: dict
     extra_s: dict
     runs: int
+    other_s: float = 0.0
 
     def unit_s(self, size: int, epochs: int, cold: bool) -> float:
         c = cold if cold in self.setup_s else not cold
-        return size * self.setup_s[c] + (self.extra_s[c] if epochs else 0.0) + epochs * self.epoch_s
+        return size * (self.setup_s[c] + self.other_s) + (self.extra_s[c] if epochs else 0.0) + epochs * self.epoch_s
 
 
 def _num(v) -> bool:
@@ -64,6 +67,7 @@ def cost_of(runs: list[tuple[dict, list[dict]]]) -> Cost | None:
     steady: list[float] = []
     first: dict = {True: [], False: []}
     setup: dict = {True: [], False: []}
+    other: list[float] = []
     for rec, hist in runs:
         tm = rec["timing"]
         times = [r["time_s"] for r in hist if _num(r.get("time_s")) and _num(r.get("epoch"))
@@ -74,12 +78,15 @@ def cost_of(runs: list[tuple[dict, list[dict]]]) -> Cost | None:
         steady += times[1:]
         first[cold].append(times[0])
         setup[cold].append(tm["setup_s"])
+        if _num(rec.get("wall_time_s")) and (rec.get("trained") or {}).get("group_size") == 1 and len(times) == len(hist):
+            other.append(rec["wall_time_s"] - tm["setup_s"] - sum(times))   # one whole run, not fused
     if not first[True] and not first[False]:
         return None
     epoch_s = statistics.median(steady or first[False] or first[True])
     sides = [c for c in (True, False) if setup[c]]
     return Cost(epoch_s, {c: statistics.fmean(setup[c]) for c in sides},
-                {c: max(statistics.fmean(first[c]) - epoch_s, 0.0) for c in sides}, len(runs))
+                {c: max(statistics.fmean(first[c]) - epoch_s, 0.0) for c in sides}, len(runs),
+                max(statistics.fmean(other), 0.0) if other else 0.0)
 
 
 def record_shape(rec: dict) -> str | None:
@@ -139,10 +146,11 @@ def jobs_of(todo, k: int, shapes: list[str], fused: bool, cap: int, cfg_of) -> l
 
 
 def launch(jobs, epochs: int | None, costs: dict, slurm: bool, first_cold: bool, start_s: float):
-    """(each job's seconds, trials of unmeasured shape) of one launch; epochs None: each trial's own."""
+    """(each job's seconds, trials of unmeasured shape) of one launch; epochs None: each trial's own;
+    `start_s`: what each job costs before its trials (its composition; on SLURM its process too)."""
     times, missing = [], 0
     for j, job in enumerate(jobs):
-        s, cold = (start_s if slurm else 0.0), slurm or (first_cold and j == 0)
+        s, cold = start_s, slurm or (first_cold and j == 0)
         for trials, shape in job:
             c = costs.get(shape)
             if c is None:
@@ -194,8 +202,9 @@ def fmt_s(s: float) -> str:
     return f"{s:.1f}s" if s < 60 else ledger.fmt_duration(s)
 
 
-def report(config, trials, todo, k: int, spec, cfg_of, view, *, probe: bool = False) -> None:
-    """Print the grid's estimate (the sweeper's plan); over launcher.max_gpu_hours: one line, exit 2."""
+def report(config, trials, todo, k: int, spec, cfg_of, planner, *, probe: bool = False) -> None:
+    """Print the grid's estimate (the sweeper's plan); over launcher.max_gpu_hours: one line, exit 2.
+    `cfg_of` gives a trial's config, `planner` (gridtune.config.planner.Planner) composes the grid's."""
     if not todo:
         print("gridtune: budget: nothing to run: 0 device-hours", flush=True)
         return
@@ -203,20 +212,23 @@ def report(config, trials, todo, k: int, spec, cfg_of, view, *, probe: bool = Fa
     slurm = "submitit" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
     cfg0 = cfg_of(todo[0])
     dev = device_class(cfg0, slurm, config)
-    shapes = [knobs.epoch_shape(c, t["n_clips"], dev) for t, c in zip(todo, view([t["overrides"] for t in todo]))]
+    shapes = [knobs.epoch_shape(c, t["n_clips"], dev) for t, c in zip(todo, planner.view([t["overrides"] for t in todo]))]
     fuse, cap = grouping.mode(cfg0)
     fused = k > 1 and (fuse == "on" or (fuse == "auto" and dev == "cuda"))
     jobs = jobs_of(todo, k, shapes, fused, cap, cfg_of)
     parent = Path(str(config.hydra.sweep.dir)).parent
     costs = costs_of(ledger.timed_runs([Path(str(config.hydra.sweep.dir)), *(
         sorted(parent.iterdir()) if parent.is_dir() else [])]))
-    import_s, validate_s, source = 0.0, None, "records of earlier trials"
+    start_s, validate_s, source = 0.0, None, "records of earlier trials"
     if probe:
         from .probe import run_probe
         runs, import_s, validate_s = run_probe([unit for job in jobs for unit in job], trials, cfg_of)
+        t0 = time.perf_counter()
+        planner.full(list(todo[0]["overrides"]))     # what the launcher does first for each job: Hydra's compose
+        start_s = time.perf_counter() - t0 + (import_s if slurm else 0.0)
         costs, source = {**costs, **costs_of(runs)}, "the probe"
     parallel = _parallel(config, len(jobs), slurm)
-    device_s, jobs_s, missing = total(jobs, spec, costs, slurm, parallel, import_s)
+    device_s, jobs_s, missing = total(jobs, spec, costs, slurm, parallel, start_s)
     limit = OmegaConf.select(config, "launcher.max_gpu_hours", default=None)
     if missing == len(todo):
         print(f"gridtune: budget: unknown: no epoch of this grid's {len(set(shapes))} shape(s) was measured on "
@@ -241,11 +253,11 @@ def report(config, trials, todo, k: int, spec, cfg_of, view, *, probe: bool = Fa
     for shape in dict.fromkeys(shapes):
         _shape_line(shape, shapes, jobs, costs)
     if spec is not None:
-        full = total(jobs, None, costs, slurm, parallel, import_s)[0]
+        full = total(jobs, None, costs, slurm, parallel, start_s)[0]
         print(f"gridtune: budget: halving: {fmt_h(device_s / 3600)} device-hours instead of {fmt_h(full / 3600)} for the full "
               f"grid ({device_s / full:.2f}x; plain rule: the noise margin may add up to halving.budget)", flush=True)
     if fused:
-        alone, _, unmeasured = total(jobs_of(todo, k, shapes, False, cap, cfg_of), spec, costs, slurm, parallel, import_s)
+        alone, _, unmeasured = total(jobs_of(todo, k, shapes, False, cap, cfg_of), spec, costs, slurm, parallel, start_s)
         print(f"gridtune: budget: fusion: {fmt_h(device_s / 3600)} device-hours instead of {fmt_h(alone / 3600)} unfused"
               if not unmeasured else "gridtune: budget: fusion: unfused trials of these shapes are not measured")
     if limit is not None:

@@ -4,7 +4,8 @@
 for up to PROBE_EPOCHS epochs, as its job would (gridtune.train.fused.job.run_chunk: fused where fusion is on),
 then the first unit once more: the process's first run is cold (it pays the one-off warm-up), the
 later ones warm, as in a sweep. It also times what the sweep driver's validation adds to a plan's:
-the torch import and the build checks (gridtune.checks.builds). Everything is written in a temporary
+the torch import and the build checks (gridtune.checks.builds), and a lone trial's whole run, claim, records
+and provenance included, as its wall time. Everything is written in a temporary
 directory, removed afterwards, and read back through gridtune.sweepdir.ledger like any trial's records;
 tracking is off. Only gridtune.budget calls it.
 """
@@ -37,12 +38,18 @@ def run_probe(units, trials, cfg_of) -> tuple[list, float, float]:
     for unit, shape in units:
         first.setdefault(shape, unit)
     plan = [*first.values(), next(iter(first.values()))]
+    runs: list = []
     with tempfile.TemporaryDirectory(prefix="gridtune-probe-") as tmp:
         for i, unit in enumerate(plan):
             print(f"gridtune: budget: probe {i + 1}/{len(plan)}: {len(unit)} trial(s) for up to {PROBE_EPOCHS} "
                   f"epochs{' (warm)' if i == len(plan) - 1 else ''} in {tmp}", flush=True)
+            start = time.perf_counter()
             run_chunk([_entry(t, cfg_of(t), Path(tmp, str(i), t["trial_id"])) for t in unit])
-        runs = ledger.timed_runs(sorted(Path(tmp).iterdir()))
+            got = ledger.timed_runs([Path(tmp, str(i))])
+            if len(unit) == 1:      # the trial as its job runs it: claim, records and provenance included
+                for rec, _ in got:
+                    rec["wall_time_s"] = time.perf_counter() - start
+            runs += got
     return runs, t1 - t0, validate_s
 
 

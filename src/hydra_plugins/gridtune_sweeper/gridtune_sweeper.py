@@ -174,8 +174,8 @@ class GridtuneSweeper(Sweeper):
             print(f"gridtune: successive halving, eta={spec.eta}, min_epochs={spec.min_epochs}, rungs at epochs "
                   f"{spec.rungs}:\n" + "\n".join(policy.plan_lines(spec, n_configs, len(trials) // n_configs)),
                   flush=True)
-        from gridtune.checks import budget    # device-hours and wall time; over launcher.max_gpu_hours: exit 2
-        budget.report(self.config, trials, todo, k, spec, self._cfg, self.planner.view, probe=self.probe)
+        from gridtune.config.checks import budget    # device-hours and wall time; over launcher.max_gpu_hours: exit 2
+        budget.report(self.config, trials, todo, k, spec, self._cfg, self.planner, probe=self.probe)
         if self.dry_run:
             for t in trials:
                 state = "done" if t["trial_id"] in done else "redo" if t["trial_id"] in stale else "run"
