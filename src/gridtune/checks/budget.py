@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 
 from gridtune.train.fused import grouping
 from gridtune.config import knobs
-from gridtune.sweepdir import ledger
+from gridtune.sweepdir import ledger, rundir
 from gridtune.data.cache import is_built
 
 
@@ -199,7 +199,7 @@ def fmt_h(h: float) -> str:
 
 
 def fmt_s(s: float) -> str:
-    return f"{s:.1f}s" if s < 60 else ledger.fmt_duration(s)
+    return f"{s:.1f}s" if s < 60 else rundir.fmt_duration(s)
 
 
 def report(config, trials, todo, k: int, spec, cfg_of, planner, *, probe: bool = False) -> None:

@@ -47,7 +47,7 @@ class GridtuneSweeperConf:
     prepare_cache: bool = True                    # decode the audio once in the driver, before fanning out
     fast_compose: bool = True                     # compose once per set of group choices, merge the values
     halving: HalvingConf = field(default_factory=HalvingConf)   # early stopping of poor configs by rung
-    probe: bool = False                           # time each shape's first trial here first (gridtune.budget)
+    probe: bool = False                           # time each shape's first trial here first (gridtune.checks.budget)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="gridtune", node=GridtuneSweeperConf, provider="gridtune")
@@ -73,7 +73,7 @@ class GridtuneSweeper(Sweeper):
 
     # -- the grid -------------------------------------------------------------------------------
     def _grid(self, arguments: List[str]) -> List[List[str]]:
-        from gridtune.config.identity import overrides as ov
+        from gridtune.config import overrides as ov
         args = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         # a CLI value replaces the grid file's list for the same key (Hydra keeps the last one)
         grid = ov.grid(args, self.hydra_context.config_loader)
@@ -86,8 +86,8 @@ class GridtuneSweeper(Sweeper):
         """(trials, problems): every trial validated, then the grid's data and the SLURM request
         checked (gridtune.checks.preflight); duplicates (same id) dropped. A trial's "cfg" (the trial config
         proper, no hydra node) is made only where needed (`_cfg`)."""
-        from gridtune.config.identity import identity
-        from gridtune.config.checks import preflight, validation
+        from gridtune.config import identity
+        from gridtune.checks import preflight, validation
         from gridtune.config.planner import Planner, snapshot
         self.planner = planner = Planner(self.hydra_context.config_loader, self.config)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -128,9 +128,9 @@ class GridtuneSweeper(Sweeper):
         return t["cfg"]
 
     def sweep(self, arguments: List[str]) -> Any:
-        from gridtune.config.identity import identity
-        from gridtune.config.checks import preflight, validation
-        from gridtune.sweepdir.ledger import ledger, records, rundir
+        from gridtune.config import identity
+        from gridtune.checks import preflight, validation
+        from gridtune.sweepdir import ledger, records, rundir
         from gridtune.config.knobs import params_of
         t0 = time.perf_counter()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -169,12 +169,12 @@ class GridtuneSweeper(Sweeper):
         if stale:
             print(f"gridtune: {preflight.redone_message(list(stale.values()))}", flush=True)
         if spec is not None:
-            from gridtune.halving.policy import ladder, policy
+            from gridtune.halving import ladder, policy
             n_configs = len({ladder.config_key(t["cfg"]) for t in trials})
             print(f"gridtune: successive halving, eta={spec.eta}, min_epochs={spec.min_epochs}, rungs at epochs "
                   f"{spec.rungs}:\n" + "\n".join(policy.plan_lines(spec, n_configs, len(trials) // n_configs)),
                   flush=True)
-        from gridtune.config.checks import budget    # device-hours and wall time; over launcher.max_gpu_hours: exit 2
+        from gridtune.checks import budget    # device-hours and wall time; over launcher.max_gpu_hours: exit 2
         budget.report(self.config, trials, todo, k, spec, self._cfg, self.planner, probe=self.probe)
         if self.dry_run:
             for t in trials:
@@ -195,7 +195,7 @@ class GridtuneSweeper(Sweeper):
         if spec is None:
             returns = self._launch(sweep_dir, self._keyed(todo), k)
         else:
-            from gridtune.halving.policy import ladder
+            from gridtune.halving import ladder
             returns, complete = ladder.run_ladder(
                 spec, trials, sweep_dir, str(cfg0.objective), str(cfg0.objective_mode),
                 lambda rung_todo, stop_after: self._launch(sweep_dir, self._keyed(rung_todo), k, stop_after))
@@ -216,7 +216,7 @@ class GridtuneSweeper(Sweeper):
         (to `stop_after` epochs when given: a halving rung). On SLURM the jobs go out as arrays that
         fit the scheduler's limits, each once the queue has room (gridtune.slurm.arrays)."""
         from gridtune.slurm import arrays
-        from gridtune.sweepdir.ledger import records
+        from gridtune.sweepdir import records
         extra = [f"++train.stop_after_epoch={stop_after}"] if stop_after else []
         for t in todo:
             hydra_dir = sweep_dir / t["trial_id"] / ".hydra"
@@ -256,7 +256,7 @@ class GridtuneSweeper(Sweeper):
 
     def _halving_spec(self, trials):
         """The ladder's Spec when halving is on, None when off; a bad setting exits 2, one line each."""
-        from gridtune.halving.policy import policy
+        from gridtune.halving import policy
         eta = self.halving.get("eta")
         if eta is None:
             return None
@@ -284,7 +284,7 @@ class GridtuneSweeper(Sweeper):
 
     @staticmethod
     def _prepare(cfg) -> None:
-        from gridtune.data.feed import feed
+        from gridtune.data import feed
         from gridtune.data.audio import BadAudio
         t0 = time.perf_counter()
         try:
@@ -320,7 +320,7 @@ class GridtuneSweeper(Sweeper):
     @staticmethod
     def _summary(sweep_dir: Path, trials) -> Dict[str, int]:
         """The grid's trials as `gridtune.status` and the reducer count them (same states, same order)."""
-        from gridtune.sweepdir.ledger import ledger, rundir
+        from gridtune.sweepdir import ledger, rundir
         ids = {t["trial_id"] for t in trials}
         states = [t for t in ledger.read_sweep(sweep_dir).trials if t.trial_id in ids]
         print(f"gridtune: {rundir.counts_line(states)}. Leaderboard: python -m gridtune.reduce {sweep_dir}",
