@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from gridtune.config import identity, overrides as ov
+from gridtune.config import checks, identity, overrides as ov
 from gridtune.config.planner import PlanError, Planner, snapshot
 from gridtune.config.schema import CONF_DIR
 
@@ -29,8 +29,18 @@ def _planner(*base: str):
         yield Planner(loader, master), [f"{k}={v}" for k, v in params.items()] + list(base)
 
 
+def _strict(v):
+    """A value with the type of every leaf spelled out: 1, 1.0 and True differ."""
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_strict(x) for x in v]
+    return type(v).__name__, repr(v)
+
+
 def _same(planner: Planner, trial: list[str]) -> str:
-    """The three ways agree: full compose, compose by merge, and the shared working copy."""
+    """The four ways agree: full compose, compose by merge, the shared working copy, and the plain
+    resolved values the checks read (same values, same types, same problems)."""
     fast, full = planner.compose(trial), planner.full(trial)
     assert OmegaConf.to_container(fast, resolve=False) == OmegaConf.to_container(full, resolve=False), trial
     tid = identity.trial_id(full)
@@ -41,7 +51,19 @@ def _same(planner: Planner, trial: list[str]) -> str:
             OmegaConf.to_container(snapshot(full), resolve=False), trial
         assert OmegaConf.to_container(snapshot(work), resolve=True) == \
             OmegaConf.to_container(snapshot(full), resolve=True), trial
+    _same_values(planner, trial, full, tid)
     return tid
+
+
+def _same_values(planner: Planner, trial: list[str], full, tid: str) -> None:
+    resolved = _strict(OmegaConf.to_container(snapshot(full), resolve=True))
+    t = planner.open(trial)
+    assert t.trial_id == tid, trial
+    assert t.values is not None, trial
+    assert _strict({k: v for k, v in t.values.items() if k != "hydra"}) == resolved, trial
+    assert checks.validate(t.values) == checks.validate(full), trial
+    lazy = planner.open(trial, with_id=False, lazy=True)
+    assert lazy.cfg is None and _strict(dict(lazy.values)) == resolved, trial
 
 
 @pytest.mark.parametrize("grid", GRIDS)
@@ -94,3 +116,31 @@ def test_overrides_parse_and_grid():
     assert ov.key("++launcher.chunk=[a]") == "launcher.chunk"
     with pytest.raises(ov.OverrideError, match=r"lr=\[1: not a valid override"):
         ov.parse(["lr=[1"])
+
+
+# invalid values: the plain values give the problems the composed config gives (tests/test_builder_rules.py's cases)
+INVALID = [["lr=-1"], ["dropout=1.5"], ["l2=-1"], ["train.epochs=0"], ["optim.eps=0"], ["model.kernel_size=4"],
+           ["model.channels=[]"], ["features.n_mels=8"], ["optim=sgd", "optim.momentum=0"], ["sched=step", "sched.gamma=2"],
+           ["sched=plateau", "sched.threshold_mode=relative"], ["features.f_min=9000"], ["lr=0", "lr_head=1"],
+           ["data.val_fraction=1.5"], ["sweep_name=a/b"], ["device=tpu"], ["optim.betas=[0.9,1.0]"]]
+
+
+@pytest.mark.parametrize("trial", INVALID, ids=[" ".join(t) for t in INVALID])
+def test_plain_values_give_the_problems_of_a_full_compose(trial):
+    for planner, _ in _planner("preset=debug"):
+        full = planner.full(["preset=debug", *trial])
+        assert checks.validate(full), trial
+        _same_values(planner, ["preset=debug", *trial], full, identity.trial_id(full))
+        _same(planner, ["preset=debug", "lr=1e-3"])       # and the working copy goes back to valid values
+
+
+def test_a_long_dry_run_lists_its_first_and_last_trials(capsys):
+    from hydra_plugins.gridtune_sweeper.gridtune_sweeper import GridtuneSweeper
+    trials = [{"trial_id": f"{i:010x}", "overrides": [f"seed={i}"]} for i in range(10)]
+    GridtuneSweeper(list_max=4)._print_trials(trials, {trials[5]["trial_id"]}, {trials[6]["trial_id"]: ("a", "b")})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["  0000000000  run   seed=0", "  0000000001  run   seed=1"]
+    assert lines[2] == "  ... 6 more trials (4 run, 1 done, 1 redo; hydra.sweeper.list_max=null lists every one)"
+    assert lines[3:] == ["  0000000008  run   seed=8", "  0000000009  run   seed=9"]
+    GridtuneSweeper(list_max=None)._print_trials(trials, set(), {})
+    assert len(capsys.readouterr().out.splitlines()) == 10

@@ -75,7 +75,7 @@ def inspect_data(cfgs) -> tuple[list[DataFacts | None], list[tuple[int, str]]]:
     """(facts per config, None where its data is unusable; problems as (index of the first config
     they concern, line)). Each data root is indexed once; each distinct problem is reported once."""
     indexed: dict[tuple, tuple] = {}       # root key -> (clips, names, layout) or None
-    derived: dict[str, object] = {}        # memo of split sizes and cache keys
+    derived: dict = {}                     # memo of short classes, split sizes and cache keys
     facts: list[DataFacts | None] = []
     problems: list[tuple[int, str]] = []
     seen: set[str] = set()
@@ -105,7 +105,10 @@ def inspect_data(cfgs) -> tuple[list[DataFacts | None], list[tuple[int, str]]]:
             facts.append(None)
             continue
         clips, names, layout = indexed[rk]
-        short = _short_classes(clips, names, cfg)
+        ck = (rk, repr(cfg.data.val_fraction), repr(cfg.data.test_fraction))   # all _short_classes reads
+        if ck not in derived:
+            derived[ck] = _short_classes(clips, names, cfg)
+        short = derived[ck]
         for line in short:
             report(i, line)
         fractions = {"val": float(cfg.data.val_fraction)}

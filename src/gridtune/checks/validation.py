@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, NoReturn, Sequence
+from typing import Callable, Iterable, Mapping, NoReturn, Sequence
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -31,21 +31,35 @@ from gridtune.config.identity import ConfigError, check_inside
 DEFAULT_SUBDIR = "${gridtune_trial_id:}"    # conf/config.yaml's hydra.sweep.subdir
 
 
-def trial_problems(cfg: DictConfig, sweep_dir: Path | None = None, *, deep: bool = True) -> list[str]:
+def trial_problems(cfg: DictConfig, sweep_dir: Path | None = None, *, deep: bool = True,
+                   values: Mapping | None = None) -> list[str]:
     """One trial's problems: values, then (`deep`, when the values are fine) each part built on the
     meta device, then where it would write. `deep=False` (planning) leaves out the builds, whose
-    torch import costs seconds; every check the builders make is also in checks.validate."""
-    bad = checks.validate(cfg)
+    torch import costs seconds; every check the builders make is also in checks.validate. `values`,
+    when given, is the same trial resolved to plain containers (gridtune.planner): the value checks
+    read it instead of resolving cfg key by key; should it not read (a shape no check expects),
+    they read cfg, which then says what is wrong as it always did."""
+    bad = _checked(cfg, values)
     if not bad and deep:
         from .builds import check_builds
         bad = check_builds(cfg)
-    subdir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") if sweep_dir else None
+    sweep = (cfg if values is None else values)["hydra"]["sweep"] if sweep_dir else None
+    subdir = OmegaConf.to_container(sweep, resolve=False).get("subdir") if sweep_dir else None
     if sweep_dir is not None and subdir != DEFAULT_SUBDIR:     # the trial id cannot escape; anything else may
         try:            # where Hydra will write this trial: inside the sweep dir
-            check_inside(sweep_dir / str(cfg.hydra.sweep.subdir), sweep_dir, "hydra.sweep.subdir")
+            check_inside(sweep_dir / str(sweep.subdir), sweep_dir, "hydra.sweep.subdir")
         except ConfigError as e:
             bad = [*bad, str(e)]
     return bad
+
+
+def _checked(cfg: DictConfig, values: Mapping | None) -> list[str]:
+    if values is not None:
+        try:
+            return checks.validate(values)
+        except Exception:     # noqa: BLE001  (cfg's own reading raises or reports it)
+            pass
+    return checks.validate(cfg)
 
 
 def extra_checks(cfgs: Iterable[DictConfig], launcher: DictConfig | None = None) -> list[str]:

@@ -6,11 +6,15 @@ fields that must agree, and SLURM fields that end up in an sbatch script. Each p
 "key=value: why". When those pass, the part builders' own rules follow (an even kernel size,
 nesterov without momentum...: gridtune.config.rules, the rules the builders enforce), so a check
 that building the parts would make is made here too, without torch. Each knob's range is its
-entry in gridtune.config.facts; what is here is what no single knob says. Only omegaconf is imported.
+entry in gridtune.config.facts; what is here is what no single knob says. A config is read either
+as a DictConfig or as the same trial resolved to plain containers (gridtune.config.plain.Values:
+what the planner gives, read without OmegaConf's per-access resolution); both give the same
+problems. Only omegaconf is imported.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -23,12 +27,25 @@ LR_FIND_MIN_ITERS = 8   # fewer points than this cannot show a loss curve over t
 SHELL_META = re.compile(r"[\n\r;&|`$<>(){}\\\"'*?!#~]")
 
 
-def _num(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, throw_on_missing=False)
+def _num(cfg: Mapping, key: str) -> Any:
+    """The value at dotted `key` (None where absent or ???), walking plain containers until a DictConfig."""
+    node: Any = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, dict):
+            if part not in node:
+                return None
+            node = node[part]
+        elif isinstance(node, DictConfig):
+            return OmegaConf.select(node, ".".join(parts[i:]), throw_on_missing=False)
+        else:
+            return None
+    return node
 
 
-def validate(cfg: DictConfig) -> list[str]:
-    """Problems with one composed trial config, each 'key=value: reason'. Empty when valid."""
+def validate(cfg: Mapping) -> list[str]:
+    """Problems with one composed trial config (a DictConfig or its plain resolved values), each
+    'key=value: reason'. Empty when valid."""
     problems: list[str] = []
 
     def check(key: str, ok, why: str) -> None:
@@ -57,13 +74,15 @@ def validate(cfg: DictConfig) -> list[str]:
     return problems or rules.composed(cfg)     # the part builders' own rules, on sound values
 
 
-def lr_find_options(cfg: DictConfig) -> tuple[dict, list[str]]:
+def lr_find_options(cfg: Mapping) -> tuple[dict, list[str]]:
     """(the LR range test's knobs: schema defaults overridden by +lr_find.<key>, problems)."""
     defaults = schema.knobs(schema.LrFindConf, ())
     given = cfg.get("lr_find")
-    if given is not None and not isinstance(given, DictConfig):
+    if given is not None and not isinstance(given, Mapping):
         return defaults, [f"lr_find={given!r}: expected keys, e.g. +lr_find.iters=50"]
-    given = OmegaConf.to_container(given, resolve=True) if given is not None else {}
+    if isinstance(given, DictConfig):
+        given = OmegaConf.to_container(given, resolve=True)
+    given = dict(given) if given is not None else {}
     unknown = [k for k in given if k not in defaults]
     if unknown:
         return defaults, [f"lr_find.{k}: unknown key; expected one of {', '.join(defaults)}" for k in unknown]
@@ -78,9 +97,9 @@ def lr_find_options(cfg: DictConfig) -> tuple[dict, list[str]]:
     return o, [f"lr_find.{key}={o[key]!r}: expected {expected}" for key, ok, expected in wanted if not ok]
 
 
-def slurm_fields(cfg: DictConfig) -> list[str]:
+def slurm_fields(cfg: Mapping) -> list[str]:
     """SLURM string fields must not carry shell metacharacters or newlines into the sbatch script."""
-    launcher = OmegaConf.select(cfg, "hydra.launcher", throw_on_missing=False)
+    launcher = _num(cfg, "hydra.launcher")
     if launcher is None or "slurm" not in str(launcher.get("_target_", "")).lower():
         return []
     problems = []
@@ -93,8 +112,8 @@ def slurm_fields(cfg: DictConfig) -> list[str]:
         if SHELL_META.search(str(key)) or SHELL_META.search(str(value)):
             problems.append(f"hydra.launcher.additional_parameters.{key}={value!r}: "
                             "shell metacharacters or newlines are not allowed")
-    folder = OmegaConf.select(cfg, "hydra.launcher.submitit_folder", default=None,
-                              throw_on_resolution_failure=False)
+    folder = OmegaConf.select(launcher, "submitit_folder", default=None, throw_on_resolution_failure=False) \
+        if isinstance(launcher, DictConfig) else launcher.get("submitit_folder")
     if isinstance(folder, str) and ("\n" in folder or "\r" in folder):   # it becomes #SBATCH --output=...
         problems.append(f"hydra.launcher.submitit_folder={folder!r}: newlines are not allowed")
     for line in launcher.get("setup") or []:

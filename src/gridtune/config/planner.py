@@ -8,42 +8,56 @@ second step does (`key=v` must exist, `+key=v` must not, `++key=v` either way, `
 and records the overrides in `hydra.overrides` like a full compose. `Planner.full(overrides)`
 is the plain full compose per trial, kept as the reference: tests/test_planner.py checks that both
 give equal configs and trial ids on every grid in conf/sweep/ and on a generated 1,000-trial grid.
+The working copy of a set of group choices holds one trial at a time: `Planner.open(overrides)`
+merges only the value overrides that differ from the previous trial's (and puts back those it
+no longer has), and gives the trial's plain resolved values and id from the base's plain
+containers (gridtune.plain), so the checks read plain dicts instead of resolving OmegaConf
+interpolations per trial.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import re
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
 
 from hydra.core.override_parser.types import Override
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import identity
 from . import overrides as ov
-
-
-_REF = re.compile(r"\$\{(\.*)([A-Za-z_][\w.]*)\}")   # ${key}, ${.sibling}, ${..uncle}: no resolver
-
-
-class _Fallback(Exception):
-    """An interpolation the plain resolver does not handle; OmegaConf resolves it instead."""
+from .plain import ABSENT, Derived, Values, walk
 
 
 class PlanError(ValueError):
     """A trial whose overrides do not compose; one line naming the override."""
 
 
+class Trial(NamedTuple):
+    """One trial as `Planner.open` gives it; valid until the planner opens the next one."""
+    cfg: DictConfig | None       # the config (the working copy, or a fresh compose for adds and deletions)
+    values: Values | None        # the same trial as plain resolved values; None where not derived
+    trial_id: str
+
+
+@dataclass
+class _Work:
+    """One set of group choices: its working copy and the base as plain containers."""
+    cfg: DictConfig                                          # the base with the value overrides applied now
+    derived: Derived
+    applied: dict[str, str] = field(default_factory=dict)    # key -> override line the copy holds now
+
+
 class Planner:
     def __init__(self, config_loader, master: DictConfig):
         self.loader, self.master = config_loader, master
         self._parsed: dict[str, Override] = {}
+        self._kind: dict[str, str] = {}
         self._is_group: dict[str, bool] = {}
         self._listed: dict[str, set[str]] = {}
         self._bases: dict[tuple[str, ...], DictConfig] = {}
-        self._work: dict[tuple[str, ...], tuple[DictConfig, dict]] = {}
+        self._work: dict[tuple[str, ...], _Work] = {}
 
     def full(self, overrides: list[str]) -> DictConfig:
         """Hydra's full composition of one trial (the reference the fast path must equal)."""
@@ -69,6 +83,16 @@ class Planner:
             self._parsed[line] = o
         return [self._parsed[o] for o in overrides]
 
+    def kind(self, line: str) -> str:
+        """'group', 'value' (merged into the working copy) or 'compose' (adds, deletions, dict values,
+        hydra settings: composed per trial), decided once per distinct string."""
+        if line not in self._kind:
+            o = self.parse([line])[0]
+            self._kind[line] = "group" if self.is_group(o) else "compose" if (
+                o.is_delete() or o.is_add() or o.is_force_add() or o.is_hydra_override()
+                or isinstance(o.value(), dict)) else "value"
+        return self._kind[line]
+
     def _base(self, choices: tuple[str, ...]) -> DictConfig:
         if choices not in self._bases:
             self._bases[choices] = self.full(list(choices))
@@ -76,33 +100,69 @@ class Planner:
 
     @contextmanager
     def trial(self, overrides: list[str]) -> Iterator[tuple[DictConfig, str]]:
-        """(config, trial id) of one trial, for reading inside the block: the value overrides are
-        merged into a working copy shared by the trials of the same group choices, and taken out
-        again when the block ends (copy what must outlive it: `snapshot`). The id is computed from
-        plain containers. Adds, deletions, dict values and hydra settings take the `compose` path."""
-        parsed = self.parse(overrides)
-        choices = tuple(o.input_line for o in parsed if self.is_group(o))
-        values = [o for o in parsed if not self.is_group(o)]
-        if any(o.is_delete() or o.is_add() or o.is_force_add() or o.is_hydra_override()
-               or isinstance(o.value(), dict) for o in values):
+        """(config, trial id) of one trial, for reading inside the block: the config is a working
+        copy shared by the trials of the same group choices, valid until the next trial (copy what
+        must outlive it: `snapshot`). Adds, deletions, dict values and hydra settings take the
+        `compose` path."""
+        t = self.open(overrides)
+        yield t.cfg, t.trial_id
+
+    def open(self, overrides: list[str], with_id: bool = True, lazy: bool = False) -> Trial:
+        """One trial: the working copy of its group choices made to hold exactly its value overrides
+        (only what differs from the previous trial is merged or put back), its plain values (each
+        interpolation resolved by OmegaConf once per distinct set of values it reads; their "hydra"
+        entry is the working copy's hydra node) and its id. `lazy` (values only, no hydra node): the
+        working copy is brought up to date only where OmegaConf must read it, and cfg is None when
+        the values are given."""
+        kinds = [self.kind(line) for line in overrides]
+        lines = [line for line, k in zip(overrides, kinds) if k == "value"]
+        keys = [self._parsed[line].key_or_group for line in lines]
+        if "compose" in kinds or _overlapping(keys):
             cfg = self.compose(overrides)
-            yield cfg, identity.trial_id(cfg)
-            return
+            return Trial(cfg, None, identity.trial_id(cfg) if with_id else "")
+        choices = tuple(line for line, k in zip(overrides, kinds) if k == "group")
+        w = self._entry(choices)
+
+        def synced() -> DictConfig:
+            self._sync(choices, w, lines)
+            return w.cfg
+        if any("${" in line for line in lines):      # an interpolation typed on the command line
+            return Trial(synced(), None, identity.trial_id(w.cfg) if with_id else "")
+        if not lazy:
+            synced()
+        converted = [(tuple(k.split(".")), w.derived.convert(synced, line, k)) for line, k in zip(lines, keys)]
+        values = w.derived.values(synced, converted)
+        if values is None:
+            return Trial(synced(), None, w.derived.trial_id(converted) if with_id else "")
+        if not lazy:
+            values["hydra"] = w.cfg.hydra
+        return Trial(None if lazy else w.cfg, values, w.derived.trial_id(converted) if with_id else "")
+
+    def _entry(self, choices: tuple[str, ...]) -> _Work:
         if choices not in self._work:
             base = self._base(choices)
-            raw = OmegaConf.to_container(snapshot(base), resolve=False)
-            self._work[choices] = (copy.deepcopy(base), identity.semantic_raw(base), raw)
-        work, sem, raw = self._work[choices]
-        saved = []
+            self._work[choices] = _Work(copy.deepcopy(base), Derived(base))
+        return self._work[choices]
+
+    def _sync(self, choices: tuple[str, ...], w: _Work, lines: list[str]) -> None:
+        """Make the working copy hold the base plus exactly these value overrides."""
+        want = {self._parsed[line].key_or_group: line for line in lines}
+        if w.applied == want:
+            return
         try:
-            for o in values:       # the working copy always holds the base's values between trials
-                saved.append((o.key_or_group, _walk(raw, o.key_or_group)))
-                _apply(work, o)
-            yield work, _fast_id(work, sem, values)
-        finally:
-            for key, raw in reversed(saved):
-                if raw is not _ABSENT:
-                    OmegaConf.update(work, key, raw, merge=False)
+            for key in [k for k in w.applied if k not in want]:
+                value = walk(w.derived.raw, tuple(key.split(".")))
+                if value is not ABSENT:
+                    OmegaConf.update(w.cfg, key, copy.deepcopy(value), merge=False)
+                del w.applied[key]
+            for key, line in want.items():
+                if w.applied.get(key) != line:
+                    w.applied.pop(key, None)
+                    _apply(w.cfg, self._parsed[line])
+                    w.applied[key] = line
+        except BaseException:       # a refused value: start the next trial from a fresh copy
+            w.cfg, w.applied = copy.deepcopy(self._base(choices)), {}
+            raise
 
     def view(self, grid: list[list[str]]) -> "View":
         return View(self, grid)
@@ -166,8 +226,9 @@ def _dirname(app: list[Override], exclude: list[str], item_sep: str, kv_sep: str
 
 
 class View:
-    """The trials of a grid as configs, one at a time: each item is the planner's working copy with
-    that trial's values, valid until the next item (copy with `snapshot` what must be kept)."""
+    """The trials of a grid as configs, one at a time: each item is the trial's plain values
+    (`Values`), or the planner's working copy where those are not derived, valid until the next
+    item (copy with `snapshot` what must be kept)."""
 
     def __init__(self, planner: Planner, grid: list[list[str]]):
         self.planner, self.grid = planner, grid
@@ -177,8 +238,8 @@ class View:
 
     def __iter__(self):
         for overrides in self.grid:
-            with self.planner.trial(overrides) as (cfg, _):
-                yield cfg
+            t = self.planner.open(overrides, with_id=False, lazy=True)
+            yield t.cfg if t.values is None else t.values
 
 
 def snapshot(cfg: DictConfig) -> DictConfig:
@@ -186,77 +247,9 @@ def snapshot(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
 
 
-_ABSENT = object()
-
-
-def _walk(raw: dict, key: str):
-    """The value at dotted `key` of a plain container, or _ABSENT."""
-    node = raw
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _ABSENT
-        node = node[part]
-    return copy.deepcopy(node)
-
-
-def _fast_id(work: DictConfig, sem: dict, values: list[Override]) -> str:
-    """trial_id(work), from the base's plain semantic config with the overridden keys' values."""
-    raw = copy.deepcopy(sem)
-    for o in values:
-        key = o.key_or_group
-        top, *rest = key.split(".")
-        if top in identity.NON_SEMANTIC_TOP or (rest and rest[0] in identity.NON_SEMANTIC_NESTED.get(top, ())):
-            continue
-        if "${" in o.input_line:          # an interpolation typed on the command line
-            return identity.trial_id(work)
-        value = OmegaConf.select(work, key)   # as the schema converted it
-        if isinstance(value, (DictConfig, ListConfig)):
-            value = OmegaConf.to_container(value, resolve=False)
-        here = raw
-        for part in [top, *rest][:-1]:
-            here = here.setdefault(part, {})
-        here[([top, *rest])[-1]] = value
-    try:
-        resolved = _resolve(raw)
-    except _Fallback:
-        resolved = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
-    return identity.trial_id_of(resolved)
-
-
-def _resolve(root: dict):
-    """Untyped resolution of plain ${key} / ${.key} interpolations, as OmegaConf resolves them."""
-    def get(path: list[str], depth: int):
-        node = root
-        for part in path:
-            if not isinstance(node, dict) or part not in node:
-                raise _Fallback(".".join(path))
-            node = node[part]
-        return value(node, path if isinstance(node, dict) else path[:-1], depth + 1)
-
-    def value(v, container: list[str], depth: int):
-        if depth > 32:
-            raise _Fallback("depth")
-        if isinstance(v, dict):
-            return {k: value(x, [*container, k], depth) if isinstance(x, (dict, list)) else value(x, container, depth)
-                    for k, x in v.items()}
-        if isinstance(v, list):
-            if any(isinstance(x, (str, dict, list)) and "${" in json.dumps(x) for x in v):
-                raise _Fallback("an interpolation inside a list")
-            return list(v)
-        if not isinstance(v, str) or "${" not in v:
-            return v
-        if "\\" in v:
-            raise _Fallback(v)
-
-        def target(m):
-            dots, name = m.group(1), m.group(2).split(".")
-            base = [] if not dots else container[:len(container) - (len(dots) - 1)]
-            return get([*base, *name], depth)
-        whole = _REF.fullmatch(v)
-        if whole:
-            return target(whole)
-        out = _REF.sub(lambda m: str(target(m)), v)
-        if "${" in out:
-            raise _Fallback(v)
-        return out
-    return value(root, [], 0)
+def _overlapping(keys: list[str]) -> bool:
+    """Two value overrides of one key, or of a key and a key inside it: merged in order instead."""
+    if len(set(keys)) != len(keys):
+        return True
+    dotted = sorted(k + "." for k in keys)
+    return any(b.startswith(a) for a, b in zip(dotted, dotted[1:]))

@@ -69,31 +69,31 @@ def knobs(section: str, cfg: Mapping[str, Any], common: tuple[str, ...],
 # -- front end ------------------------------------------------------------------------------------
 def input_shape(cfg_features, n_samples: int) -> tuple[int, int]:
     """(n_mels, frames) a clip of n_samples becomes; the flatten head sizes its Linear from it."""
-    if cfg_features.name == "image":
-        return int(cfg_features.n_mels), int(cfg_features.frames)
-    return int(cfg_features.n_mels), 1 + n_samples // int(cfg_features.hop_length)
+    if cfg_features["name"] == "image":
+        return int(cfg_features["n_mels"]), int(cfg_features["frames"])
+    return int(cfg_features["n_mels"]), 1 + n_samples // int(cfg_features["hop_length"])
 
 
 def features(cfg, sample_rate: int) -> list[str]:
     """The log-mel front end's settings (torchaudio's own refusals included); image inputs' size."""
-    if cfg.name == "image":
+    if cfg["name"] == "image":
         return [bad("features", k, cfg[k], "an int >= 1") for k in ("n_mels", "frames")
                 if not (is_int(cfg[k]) and cfg[k] >= 1)]
     out = [bad("features", k, cfg[k], "an int >= 1") for k in ("n_fft", "hop_length", "n_mels")
            if not (is_int(cfg[k]) and cfg[k] >= 1)]
-    if cfg.win_length is not None and not (is_int(cfg.win_length) and is_int(cfg.n_fft)
-                                           and 1 <= cfg.win_length <= cfg.n_fft):
-        out.append(bad("features", "win_length", cfg.win_length, "null or an int in [1, features.n_fft]"))
-    f_max = sample_rate / 2 if cfg.f_max is None else cfg.f_max
-    if not cfg.f_min <= f_max:
-        out.append(bad("features", "f_min", cfg.f_min, f"<= features.f_max ({f_max})"))
-    if cfg.top_db is not None and cfg.top_db < 0:
-        out.append(bad("features", "top_db", cfg.top_db, "a number >= 0"))
+    win, n_fft, f_min, top_db = cfg["win_length"], cfg["n_fft"], cfg["f_min"], cfg["top_db"]
+    if win is not None and not (is_int(win) and is_int(n_fft) and 1 <= win <= n_fft):
+        out.append(bad("features", "win_length", win, "null or an int in [1, features.n_fft]"))
+    f_max = sample_rate / 2 if cfg["f_max"] is None else cfg["f_max"]
+    if not f_min <= f_max:
+        out.append(bad("features", "f_min", f_min, f"<= features.f_max ({f_max})"))
+    if top_db is not None and top_db < 0:
+        out.append(bad("features", "top_db", top_db, "a number >= 0"))
     return out
 
 
 def augment(cfg) -> list[str]:
-    if cfg.name != "specaugment":
+    if cfg["name"] != "specaugment":
         return []
     return [bad("augment", k, cfg[k], "an int >= 0") for k in
             ("freq_mask_param", "time_mask_param", "n_freq_masks", "n_time_masks") if not (is_int(cfg[k]) and cfg[k] >= 0)]
@@ -205,18 +205,20 @@ def schedule(cfg: Mapping[str, Any], *, epochs: Any, steps_per_epoch: Any, objec
 # -- a composed trial config ------------------------------------------------------------------------
 def shape_of(cfg) -> tuple[int, tuple[int, int]]:
     """(classes, input shape) a composed config's model is built for before any data is read."""
-    n_samples = int(round(cfg.data.sample_rate * cfg.data.clip_seconds))
-    return len(cfg.data.classes or [0, 1]), input_shape(cfg.features, n_samples)
+    data = cfg["data"]
+    n_samples = int(round(data["sample_rate"] * data["clip_seconds"]))
+    return len(data["classes"] or [0, 1]), input_shape(cfg["features"], n_samples)
 
 
 def composed(cfg) -> list[str]:
     """Every rule above for a composed trial config (option names already known good), as building
-    its parts meets them: the front end, augmentation and model first, then optimizer and schedule."""
-    model = cfg.model
-    out = features(cfg.features, int(cfg.data.sample_rate)) + augment(cfg.augment)
+    its parts meets them: the front end, augmentation and model first, then optimizer and schedule.
+    `cfg` is a DictConfig or the same trial as plain resolved values (gridtune.plain.Values)."""
+    model = cfg["model"]
+    out = features(cfg["features"], int(cfg["data"]["sample_rate"])) + augment(cfg["augment"])
     out = out or model_keys(model)
     if not out:
         n_classes, shape = shape_of(cfg)
         out = cnn(n_classes, 1, **{k: model[k] for k in MODEL_KEYS[1:]}, input_shape=shape)
-    return out + optimizer(cfg.optim) + schedule(cfg.sched, epochs=cfg.train.epochs, steps_per_epoch=1,
-                                                 objective_mode=cfg.objective_mode)
+    return out + optimizer(cfg["optim"]) + schedule(cfg["sched"], epochs=cfg["train"]["epochs"], steps_per_epoch=1,
+                                                    objective_mode=cfg["objective_mode"])

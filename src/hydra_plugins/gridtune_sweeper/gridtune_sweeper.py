@@ -14,9 +14,12 @@ launch per rung). `dry_run: true` (used by `python -m gridtune.plan`) stops afte
 (and the ladder, and the fused groups). Exit code: 0 when every trial ended ok, diverged (or, in a
 ladder, stopped), 1 when one failed or a job broke (sbatch refused, a job died), 2 for invalid input.
 `fast_compose: false` composes every trial from scratch (the reference; scripts/bench_plan.py).
+The dry run lists at most `list_max` trials (the first and the last; null: every one).
 """
 
 import logging
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
+_PLAIN_ID = re.compile(r"[0-9a-f]{1,40}")      # gridtune.config.identity.trial_id: hex digits, no path
 
 
 @dataclass
@@ -46,6 +50,7 @@ class GridtuneSweeperConf:
     dry_run: bool = False                         # print the plan, launch nothing
     prepare_cache: bool = True                    # decode the audio once in the driver, before fanning out
     fast_compose: bool = True                     # compose once per set of group choices, merge the values
+    list_max: Optional[int] = 200                 # dry run: list at most this many trials (null: every one)
     halving: HalvingConf = field(default_factory=HalvingConf)   # early stopping of poor configs by rung
     probe: bool = False                           # time each shape's first trial here first (gridtune.checks.budget)
 
@@ -55,8 +60,10 @@ ConfigStore.instance().store(group="hydra/sweeper", name="gridtune", node=Gridtu
 
 class GridtuneSweeper(Sweeper):
     def __init__(self, params=None, repeats: int = 1, dry_run: bool = False, prepare_cache: bool = True,
-                 fast_compose: bool = True, halving=None, probe: bool = False) -> None:
+                 fast_compose: bool = True, halving=None, list_max: Optional[int] = 200,
+                 probe: bool = False) -> None:
         self.params = dict(params or {})
+        self.list_max = None if list_max is None else max(int(list_max), 0)
         self.fast_compose = bool(fast_compose)
         self.halving = dict(halving or {})
         self.probe = bool(probe)
@@ -95,10 +102,10 @@ class GridtuneSweeper(Sweeper):
         for overrides in grid:
             label = f"trial [{' '.join(overrides)}]"
             try:
-                if self.fast_compose:
-                    with planner.trial(list(overrides)) as (cfg, tid):
-                        bad = validation.trial_problems(cfg, sweep_dir, deep=not self.dry_run)
-                        epochs = 0 if bad else int(cfg.train.epochs)
+                if self.fast_compose:     # the checks read the trial's plain resolved values
+                    cfg, values, tid = planner.open(list(overrides))
+                    bad = validation.trial_problems(cfg, sweep_dir, deep=not self.dry_run, values=values)
+                    epochs = 0 if bad else int((cfg if values is None else values)["train"]["epochs"])
                     kept = None
                 else:
                     cfg = planner.full(list(overrides))
@@ -149,10 +156,14 @@ class GridtuneSweeper(Sweeper):
             for t in trials:          # the halving ladder, fusion and the launch read each trial's config
                 self._cfg(t)
         spec = self._halving_spec(trials)
-        for t in trials:
-            identity.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
+        present = self._entries(sweep_dir)
+        for t in trials:      # a trial id names no path; only a directory already there can lead elsewhere
+            if present is None or t["trial_id"] in present or not _PLAIN_ID.fullmatch(t["trial_id"]):
+                identity.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")
         done, stale = set(), {}
         for t in trials:      # done: final, and trained on the data as it is now (same cache key)
+            if present is not None and t["trial_id"] not in present:       # no trial directory, no record
+                continue
             rec = ledger.done_record(sweep_dir / t["trial_id"], t["trial_id"])
             if rec is not None and ledger.same_data(rec, t["cache_key"]):
                 done.add(t["trial_id"])
@@ -177,9 +188,7 @@ class GridtuneSweeper(Sweeper):
         from gridtune.checks import budget    # device-hours and wall time; over launcher.max_gpu_hours: exit 2
         budget.report(self.config, trials, todo, k, spec, self._cfg, self.planner, probe=self.probe)
         if self.dry_run:
-            for t in trials:
-                state = "done" if t["trial_id"] in done else "redo" if t["trial_id"] in stale else "run"
-                print(f"  {t['trial_id']}  {state:4s}  {' '.join(t['overrides'])}")
+            self._print_trials(trials, done, stale)
             from gridtune.train.fused.grouping import plan_lines
             print("\n".join(plan_lines(todo, k, cfg0)), flush=True)
             return []
@@ -272,6 +281,40 @@ class GridtuneSweeper(Sweeper):
                             float(h["budget"]))
 
     # -- helpers --------------------------------------------------------------------------------
+    def _print_trials(self, trials, done, stale) -> None:
+        """The dry run's list: one line per trial (id, state, overrides), at most `list_max` lines:
+        a longer grid shows its first and last trials and the count of those left out."""
+        def state(t) -> str:
+            return "done" if t["trial_id"] in done else "redo" if t["trial_id"] in stale else "run"
+
+        def line(t) -> str:
+            return f"  {t['trial_id']}  {state(t):4s}  {' '.join(t['overrides'])}"
+        n = len(trials)
+        if self.list_max is None or n <= self.list_max:
+            print("\n".join(line(t) for t in trials))
+            return
+        head, tail = (self.list_max + 1) // 2, self.list_max // 2
+        left = trials[head:n - tail]
+        counts = {s: 0 for s in ("run", "done", "redo")}
+        for t in left:
+            counts[state(t)] += 1
+        print("\n".join([*(line(t) for t in trials[:head]),
+                         f"  ... {len(left):,} more trials ({', '.join(f'{c:,} {s}' for s, c in counts.items())}; "
+                         "hydra.sweeper.list_max=null lists every one)",
+                         *(line(t) for t in trials[n - tail:])]))
+
+    @staticmethod
+    def _entries(sweep_dir: Path) -> Optional[set]:
+        """The names in the sweep directory, listed once (most trials of a new grid have no directory
+        yet); None when it cannot be listed (then every trial's directory is looked at)."""
+        try:
+            with os.scandir(sweep_dir) as it:
+                return {e.name for e in it}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+        except OSError:
+            return None
+
     def _fusion_order(self, todo, k: int):
         """With fusion possible, fusable trials become neighbours so they share a job's chunk."""
         from gridtune.train.fused import grouping
