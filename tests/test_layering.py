@@ -145,7 +145,7 @@ def test_report_package_imports_no_torch():
 # The wings, lowest first: a module imports only modules of its own wing or of wings below it. The
 # commands (gridtune/<name>.py, what users run with `python -m`) sit on top and import any wing, but
 # no other command.
-WINGS = ("config", "sweepdir", "halving", "slurm", "data", "train", "checks", "use", "report")
+WINGS = ("config", "sweepdir", "halving", "slurm", "data", "train", "checks", "launch", "use", "report")
 
 
 def _wing(mod: str) -> int:

@@ -134,13 +134,11 @@ def test_plain_values_give_the_problems_of_a_full_compose(trial):
         _same(planner, ["preset=debug", "lr=1e-3"])       # and the working copy goes back to valid values
 
 
-def test_a_long_dry_run_lists_its_first_and_last_trials(capsys):
-    from hydra_plugins.gridtune_sweeper.gridtune_sweeper import GridtuneSweeper
+def test_a_long_dry_run_lists_its_first_and_last_trials():
+    from gridtune.launch import show
     trials = [{"trial_id": f"{i:010x}", "overrides": [f"seed={i}"]} for i in range(10)]
-    GridtuneSweeper(list_max=4)._print_trials(trials, {trials[5]["trial_id"]}, {trials[6]["trial_id"]: ("a", "b")})
-    lines = capsys.readouterr().out.splitlines()
+    lines = show.trial_lines(trials, {trials[5]["trial_id"]}, {trials[6]["trial_id"]: ("a", "b")}, 4)
     assert lines[:2] == ["  0000000000  run   seed=0", "  0000000001  run   seed=1"]
     assert lines[2] == "  ... 6 more trials (4 run, 1 done, 1 redo; hydra.sweeper.list_max=null lists every one)"
     assert lines[3:] == ["  0000000008  run   seed=8", "  0000000009  run   seed=9"]
-    GridtuneSweeper(list_max=None)._print_trials(trials, set(), {})
-    assert len(capsys.readouterr().out.splitlines()) == 10
+    assert len(show.trial_lines(trials, set(), {}, None)) == 10

@@ -170,8 +170,8 @@ def test_demo_like_sweep_and_final_run(tmp_path, capsys):
 
 
 def test_sweeper_summary_and_done_split_use_the_same_account(every, capsys):
-    from hydra_plugins.gridtune_sweeper.gridtune_sweeper import GridtuneSweeper
-    GridtuneSweeper._summary(every, [{"trial_id": t} for t in ("t-ok", "t-diverged", "t-oom", "t-gone")])
+    from gridtune.launch import jobs
+    jobs.summary(every, [{"trial_id": t} for t in ("t-ok", "t-diverged", "t-oom", "t-gone")])
     assert "gridtune: 4 trials: 1 ok, 1 diverged, 1 oom, 1 pending." in capsys.readouterr().out
     done = {t for t in EXPECTED if ledger.done_record(every / t, t)}
     assert done == {t for t, s in EXPECTED.items() if s in records.FINAL_STATUSES}
