@@ -71,6 +71,20 @@ def _short_classes(clips, names: list[str], cfg) -> list[str]:
     return out
 
 
+def _index(rk: tuple, features: str) -> tuple[tuple | None, str | None]:
+    """((clips, class names, layout), None) of one data root, or (None, why it cannot be used)."""
+    root, layout, classes, _ = rk
+    bad = _class_mismatch(Path(root), layout, classes) if Path(root).is_dir() else None
+    try:
+        if bad:
+            raise layouts.DataError(bad)
+        clips, names, layout = layouts.index_train(root, layout, list(classes) if classes else None)
+        layouts.check_features(layout, features)
+        return (clips, names, layout), None
+    except (layouts.DataError, OSError) as e:
+        return None, str(e)
+
+
 def inspect_data(cfgs) -> tuple[list[DataFacts | None], list[tuple[int, str]]]:
     """(facts per config, None where its data is unusable; problems as (index of the first config
     they concern, line)). Each data root is indexed once; each distinct problem is reported once."""
@@ -90,17 +104,9 @@ def inspect_data(cfgs) -> tuple[list[DataFacts | None], list[tuple[int, str]]]:
             report(i, f"objective={cfg.objective}: not a metric a trial records (one of {', '.join(metrics.RECORDED)})")
         rk = _root_key(cfg)
         if rk not in indexed:
-            indexed[rk] = None
-            root, layout, classes, _ = rk
-            bad = _class_mismatch(Path(root), layout, classes) if Path(root).is_dir() else None
-            try:
-                if bad:
-                    raise layouts.DataError(bad)
-                clips, names, layout = layouts.index_train(root, layout, list(classes) if classes else None)
-                layouts.check_features(layout, cfg.features.name)
-                indexed[rk] = (clips, names, layout)
-            except (layouts.DataError, OSError) as e:
-                report(i, str(e))
+            indexed[rk], why = _index(rk, cfg.features.name)
+            if why:
+                report(i, why)
         if indexed[rk] is None:
             facts.append(None)
             continue
