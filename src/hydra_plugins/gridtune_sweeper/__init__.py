@@ -1,0 +1,1 @@
+"""Hydra discovers the gridtune sweeper here (hydra_plugins is its namespace for plugins)."""
