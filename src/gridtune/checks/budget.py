@@ -9,14 +9,20 @@ estimate and refuses a grid over the limit. It is built from measured epoch time
 - or, with `plan --probe`, the runs gridtune.checks.probe trains here first (each shape's first job unit,
   a couple of epochs, in a temporary directory) and its timing of the driver's validation.
 
-A run in a process that has trained nothing yet is cold: its setup and first epoch carry the
-process's one-off warm-up. A job's unit (a trial, or g fused trials) of E epochs costs g x setup +
-the first epoch's extra + E x epoch. A job pays cold once; so does the local launcher, whose jobs all
-run in the driver's process, one after another. SLURM runs up to hydra.launcher.array_parallelism jobs (and launcher.max_submit_jobs)
-at once, packed in order into free slots. With halving each rung is a launch of the configs the
-plain rule keeps (the noise margin may keep more, up to halving.budget), each with its setup again.
-Device-hours are the jobs' time (CPU-hours on CPU); wall time adds the driver: its start, its
-validation (the probe times it) and nothing for an audio cache still to build (said so) or queue waits.
+The cost model (gridtune.checks.costs): a run in a process that has trained nothing yet is cold: its
+setup and first epoch carry the process's one-off warm-up. A job's unit (a trial, or g fused trials) of
+E epochs costs g x setup + the first epoch's extra + E x epoch. A job pays cold once; so does the local
+launcher, whose jobs all run in the driver's process, one after another. SLURM runs up to
+hydra.launcher.array_parallelism jobs (and launcher.max_submit_jobs) at once, packed in order into free
+slots. With halving each rung is a launch of the configs the plain rule keeps (the noise margin may
+keep more, up to halving.budget), each with its setup again. Device-hours are the jobs' time
+(CPU-hours on CPU); wall time adds the driver. From records alone the driver is this process's start
+and nothing for what a job pays beside its trials but its records. With `--probe` on the local
+launcher both are timed end to end (gridtune.checks.probe.time_sweep: a two-job sweep of the grid's
+first trial in a subprocess): the driver's start, validation, launch and exit (its validation scaled
+to the grid's trials), and each job's own seconds (Hydra's per-job work, claim, records); on SLURM the
+probe times the validation and a job's composition and torch import. Never in it: an audio cache
+still to build (said so) and queue waits.
 
 The limit holds the device-hours of the measured shapes (a lower bound when some are not measured)
 to launcher.max_gpu_hours: exit 2, one line, nothing created. With nothing measured it cannot be
@@ -24,14 +30,10 @@ checked: one line says so and the sweep goes on. Torch-free; the probe imports t
 """
 from __future__ import annotations
 
-import heapq
-import json
-import math
+import dataclasses
 import os
-import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -40,73 +42,7 @@ from gridtune.train.fused import grouping
 from gridtune.config import knobs
 from gridtune.sweepdir import ledger, rundir
 from gridtune.data.cache import is_built
-
-
-@dataclass
-class Cost:
-    """One shape's measured cost: a steady epoch, per run (cold: True/False) a trial's setup and its
-    first epoch's extra over a steady one (a side never measured stands in for the other), and a
-    trial's seconds around them (records, provenance: its wall time less setup and epochs)."""
-    epoch_s: float
-    setup_s: dict
-    extra_s: dict
-    runs: int
-    other_s: float = 0.0
-
-    def unit_s(self, size: int, epochs: int, cold: bool) -> float:
-        c = cold if cold in self.setup_s else not cold
-        return size * (self.setup_s[c] + self.other_s) + (self.extra_s[c] if epochs else 0.0) + epochs * self.epoch_s
-
-
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def cost_of(runs: list[tuple[dict, list[dict]]]) -> Cost | None:
-    """The cost of one shape from its runs' (record, history rows); None without a timed epoch."""
-    steady: list[float] = []
-    first: dict = {True: [], False: []}
-    setup: dict = {True: [], False: []}
-    other: list[float] = []
-    for rec, hist in runs:
-        tm = rec["timing"]
-        times = [r["time_s"] for r in hist if _num(r.get("time_s")) and _num(r.get("epoch"))
-                 and r["epoch"] >= (tm.get("first_epoch") or 1)]    # earlier epochs: another process's
-        if not times or not _num(tm.get("setup_s")):
-            continue
-        cold = bool(tm.get("cold"))
-        steady += times[1:]
-        first[cold].append(times[0])
-        setup[cold].append(tm["setup_s"])
-        if _num(rec.get("wall_time_s")) and (rec.get("trained") or {}).get("group_size") == 1 and len(times) == len(hist):
-            other.append(rec["wall_time_s"] - tm["setup_s"] - sum(times))   # one whole run, not fused
-    if not first[True] and not first[False]:
-        return None
-    epoch_s = statistics.median(steady or first[False] or first[True])
-    sides = [c for c in (True, False) if setup[c]]
-    return Cost(epoch_s, {c: statistics.fmean(setup[c]) for c in sides},
-                {c: max(statistics.fmean(first[c]) - epoch_s, 0.0) for c in sides}, len(runs),
-                max(statistics.fmean(other), 0.0) if other else 0.0)
-
-
-def record_shape(rec: dict) -> str | None:
-    """A timed record's epoch_shape key (None when it lacks what the key needs)."""
-    tm, trained = rec.get("timing") or {}, rec.get("trained") or {}
-    if not isinstance(rec.get("config"), dict) or not _num(tm.get("n_clips")):
-        return None
-    dev = str(trained.get("device") or rec.get("device") or "")
-    cls = "cuda" if dev.startswith("cuda") else f"cpu/{tm.get('threads')}t"
-    return knobs.epoch_shape(rec["config"], tm["n_clips"], cls, int(trained.get("group_size") or 1),
-                             hints=tm.get("hints") or {})
-
-
-def costs_of(runs) -> dict[str, Cost]:
-    by_shape: dict[str, list] = {}
-    for run in runs:
-        shape = record_shape(run[0])
-        if shape is not None:
-            by_shape.setdefault(shape, []).append(run)
-    return {s: c for s, rs in by_shape.items() if (c := cost_of(rs)) is not None}
+from .costs import costs_of, jobs_of, total, with_group
 
 
 def device_class(cfg, slurm: bool, config) -> str:
@@ -128,60 +64,6 @@ def _cuda_here() -> bool:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     gpus = Path("/proc/driver/nvidia/gpus")
     return visible not in ("", "-1") and gpus.is_dir() and any(gpus.iterdir())
-
-
-def with_group(shape: str, size: int) -> str:
-    return json.dumps({**json.loads(shape), "group": int(size)}, sort_keys=True)
-
-
-def jobs_of(todo, k: int, shapes: list[str], fused: bool, cap: int, cfg_of) -> list[list[tuple[list, str]]]:
-    """Each job's units as (its trials, its shape), as the job trains them (gridtune.train.fused.job.run_chunk)."""
-    jobs = []
-    for j in range(0, len(todo), k):
-        chunk = list(range(j, min(j + k, len(todo))))
-        parts = grouping.groups([cfg_of(todo[i]) for i in chunk], cap) if fused and k > 1 else [[i] for i in
-                                                                                             range(len(chunk))]
-        jobs.append([([todo[chunk[i]] for i in p], with_group(shapes[chunk[p[0]]], len(p))) for p in parts])
-    return jobs
-
-
-def launch(jobs, epochs: int | None, costs: dict, slurm: bool, first_cold: bool, start_s: float):
-    """(each job's seconds, trials of unmeasured shape) of one launch; epochs None: each trial's own;
-    `start_s`: what each job costs before its trials (its composition; on SLURM its process too)."""
-    times, missing = [], 0
-    for j, job in enumerate(jobs):
-        s, cold = start_s, slurm or (first_cold and j == 0)
-        for trials, shape in job:
-            c = costs.get(shape)
-            if c is None:
-                missing += len(trials)
-                continue
-            s += c.unit_s(len(trials), epochs if epochs is not None else int(trials[0]["epochs"]), cold)
-            cold = False
-        times.append(s)
-    return times, missing
-
-
-def makespan(times: list[float], parallel: int) -> float:
-    """Wall seconds of jobs started in order, each as soon as one of `parallel` slots is free."""
-    slots = [0.0] * max(1, min(parallel, len(times)))
-    for t in times:
-        heapq.heappush(slots, heapq.heappop(slots) + t)
-    return max(slots) if times else 0.0
-
-
-def total(jobs, spec, costs, slurm: bool, parallel: int, start_s: float):
-    """(device seconds, wall seconds of the jobs, trials unmeasured) of the grid, rung by rung with halving."""
-    if spec is None:
-        times, missing = launch(jobs, None, costs, slurm, True, start_s)
-        return sum(times), makespan(times, parallel), missing
-    units = [u for job in jobs for u in job]
-    sizes, device, wall = spec.sizes(len(units)), 0.0, 0.0
-    for i, (n, e, s) in enumerate(zip(sizes, spec.rungs, [0] + spec.rungs[:-1])):
-        times, _ = launch([[u] for u in units[:math.ceil(len(units) * n / sizes[0])]], e - s, costs, slurm,
-                          i == 0, start_s)
-        device, wall = device + sum(times), wall + makespan(times, parallel)
-    return device, wall, launch(jobs, None, costs, slurm, True, start_s)[1]
 
 
 def process_age_s() -> float | None:
@@ -219,14 +101,10 @@ def report(config, trials, todo, k: int, spec, cfg_of, planner, *, probe: bool =
     parent = Path(str(config.hydra.sweep.dir)).parent
     costs = costs_of(ledger.timed_runs([Path(str(config.hydra.sweep.dir)), *(
         sorted(parent.iterdir()) if parent.is_dir() else [])]))
-    start_s, validate_s, source = 0.0, None, "records of earlier trials"
+    start_s, validate_s, source, e2e = 0.0, None, "records of earlier trials", None
     if probe:
-        from .probe import run_probe
-        runs, import_s, validate_s = run_probe([unit for job in jobs for unit in job], trials, cfg_of)
-        t0 = time.perf_counter()
-        planner.full(list(todo[0]["overrides"]))     # what the launcher does first for each job: Hydra's compose
-        start_s = time.perf_counter() - t0 + (import_s if slurm else 0.0)
-        costs, source = {**costs, **costs_of(runs)}, "the probe"
+        costs, start_s, validate_s, e2e = _probe(config, trials, todo, jobs, cfg_of, planner, costs, slurm)
+        source = "the probe"
     parallel = _parallel(config, len(jobs), slurm)
     device_s, jobs_s, missing = total(jobs, spec, costs, slurm, parallel, start_s)
     limit = OmegaConf.select(config, "launcher.max_gpu_hours", default=None)
@@ -238,7 +116,7 @@ def report(config, trials, todo, k: int, spec, cfg_of, planner, *, probe: bool =
             _enforce(float(limit), None, missing)
         return
     dry = bool(OmegaConf.select(config, "hydra.sweeper.dry_run", default=False))
-    driver_s = age + (validate_s or 0.0 if dry else 0.0)
+    driver_s = e2e[0] if e2e else age + (validate_s or 0.0 if dry else 0.0)
     how = f"up to {parallel} at once (SLURM; queue waits not in it)" if slurm else "one after another (local launcher)"
     unit = "GPU-hours" if dev == "cuda" else f"CPU-hours: {dev.split('/')[1][:-1]} CPU threads, no GPU"
     print(f"gridtune: budget: est. {'at least ' if missing else ''}{fmt_h(device_s / 3600)} {unit}; wall "
@@ -247,9 +125,11 @@ def report(config, trials, todo, k: int, spec, cfg_of, planner, *, probe: bool =
               "(python -m gridtune.plan --probe measures them)" if missing else ""), flush=True)
     valid = "done" if not dry else fmt_s(validate_s) if validate_s is not None else "not measured"
     unbuilt = {t["cache_key"] for t in todo if t.get("cache_key") and not is_built(cfg0.data.cache_dir, t["cache_key"])}
-    print(f"gridtune: budget: wall = driver {fmt_s(driver_s)} (start {fmt_s(age)}, validation {valid}, audio cache "
-          f"{f'{len(unbuilt)} to build, not estimated' if unbuilt else 'built'}) + jobs {fmt_s(jobs_s)}; measured "
-          f"by {source}:", flush=True)
+    cache = f"audio cache {f'{len(unbuilt)} to build, not estimated' if unbuilt else 'built'}"
+    parts = (f"start, validation, launch and exit, timed end to end; {cache}) + jobs {fmt_s(jobs_s)} (each "
+             f"{fmt_s(e2e[1])} of Hydra's and the records' beside its trials)" if e2e else
+             f"start {fmt_s(age)}, validation {valid}, {cache}) + jobs {fmt_s(jobs_s)}")
+    print(f"gridtune: budget: wall = driver {fmt_s(driver_s)} ({parts}; measured by {source}:", flush=True)
     for shape in dict.fromkeys(shapes):
         _shape_line(shape, shapes, jobs, costs)
     if spec is not None:
@@ -262,6 +142,21 @@ def report(config, trials, todo, k: int, spec, cfg_of, planner, *, probe: bool =
               if not unmeasured else "gridtune: budget: fusion: unfused trials of these shapes are not measured")
     if limit is not None:
         _enforce(float(limit), device_s / 3600, missing)
+
+
+def _probe(config, trials, todo, jobs, cfg_of, planner, costs, slurm: bool):
+    """(costs with the probe's, a job's seconds before its trials, the driver's validation, and on the
+    local launcher (driver seconds, a job's own seconds) timed end to end, else None): `plan --probe`."""
+    from .probe import run_probe, time_sweep
+    runs, import_s, validate_s, per_trial_s = run_probe([unit for job in jobs for unit in job], trials, cfg_of)
+    costs = {**costs, **costs_of(runs)}
+    e2e = None if slurm else time_sweep(todo[0], config)     # two jobs of its first trial
+    if e2e is not None:     # a job's own seconds hold its composition, claim and records: not twice
+        costs = {s: dataclasses.replace(c, other_s=0.0) for s, c in costs.items()}
+        return costs, e2e[1], validate_s, (e2e[0] + (len(trials) - 2) * per_trial_s, e2e[1])
+    t0 = time.perf_counter()
+    planner.full(list(todo[0]["overrides"]))     # what the launcher does first for each job: Hydra's compose
+    return costs, time.perf_counter() - t0 + (import_s if slurm else 0.0), validate_s, None
 
 
 def _parallel(config, n_jobs: int, slurm: bool) -> int:
