@@ -95,7 +95,7 @@ def main() -> None:
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="gridtune-bench-plan-") as tmp:
-        data, out = a.data or Path(tmp) / "data", Path(tmp) / "out"
+        data, out = (a.data.resolve() if a.data else Path(tmp) / "data"), Path(tmp) / "out"
         if a.data is None:
             from gridtune.data.demo import generate
             generate(data, per_class=6, test_clips=0, seed=0)   # 2 recordings per class: the split needs 2
