@@ -39,6 +39,7 @@ set -Eeuo pipefail
 
 # shellcheck disable=SC2317,SC2329 # invoked by the USR2 trap
 requeue_self() {
+  interrupted=1
   local max=${GRIDTUNE_MAX_REQUEUES:-20} restarts=${SLURM_RESTART_COUNT:-0}
   [[ $max =~ ^[0-9]+$ ]] || max=20
   [[ $restarts =~ ^[0-9]+$ ]] || restarts=0
@@ -56,8 +57,9 @@ requeue_self() {
 # The traps come first: a USR2 that arrived before them would end this shell
 # (exit 140) and the job with it.
 child=
+interrupted=0
 trap requeue_self USR2
-trap 'if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; else exit 143; fi' TERM INT
+trap 'interrupted=1; if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; else exit 143; fi' TERM INT
 
 usage="usage: sbatch slurm/final.sh <sweep_dir> [overrides...]"
 cd "${SLURM_SUBMIT_DIR:-$PWD}"
@@ -99,11 +101,14 @@ echo "[final.sh] ${cmd[*]@Q}"
 # Background children of a script ignore SIGINT, so INT/TERM are passed on.
 "${cmd[@]}" &
 child=$!
-# `wait` returns early whenever a trapped signal arrives: wait until the child
-# has really ended, then exit with its status.
+# `wait` returns early (status > 128) whenever a trapped signal arrives, whether
+# or not the child has ended meanwhile: then wait again, which gives the child's
+# own status once it has ended. Exit with that status.
 while :; do
+  interrupted=0
   status=0
   wait "$child" || status=$?
-  kill -0 "$child" 2>/dev/null || break
+  if ((interrupted)) && ((status > 128)); then continue; fi
+  break
 done
 exit "$status"

@@ -49,6 +49,9 @@ def sandbox(tmp_path: Path) -> dict:
         print(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(),
                           "WANDB_MODE": os.environ.get("WANDB_MODE"),
                           "VENV_MARK": os.environ.get("VENV_MARK")}}), flush=True)
+        if os.environ.get("STUB_PID_FILE"):
+            with open(os.environ["STUB_PID_FILE"], "w") as f:
+                f.write(str(os.getpid()))
         stop = os.environ.get("STUB_WAIT_FOR")
         while stop and not os.path.exists(stop):
             time.sleep(0.05)
@@ -231,6 +234,26 @@ def test_final_requeues_itself_on_usr2(sandbox: dict, at: str) -> None:
     assert proc.returncode == 0, err
     assert (tmp / "scontrol.args").read_text().split() == ["requeue", "4242"]
     assert "requeueing job 4242" in out
+
+
+def test_final_exits_with_the_runs_status_when_it_ends_during_the_usr2_trap(sandbox: dict) -> None:
+    """The run ends while the shell handles USR2 (its `scontrol requeue` returns only once the run is
+    gone): final.sh exits with the run's status (0), not with the interrupted wait's (140)."""
+    tmp = sandbox["tmp"]
+    bin_dir, stop, pid = tmp / "bin", tmp / "stop", tmp / "stub.pid"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f"#!/bin/sh\ntouch {stop}\nwhile kill -0 $(cat {pid}) 2>/dev/null; do sleep 0.05; done\n")
+    scontrol.chmod(0o755)
+    env = {**sandbox["env"], "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_RESTART_COUNT": "0", "STUB_WAIT_FOR": str(stop), "STUB_PID_FILE": str(pid)}
+    proc = _final_signalled(sandbox, env, "running")
+    try:
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert "requeueing job 4242" in out
+    assert proc.returncode == 0, f"final.sh exited {proc.returncode}: {out}{err}"
 
 
 @pytest.mark.parametrize("at", ["start", "running"])
