@@ -41,7 +41,9 @@ _NAMES: list[str] = []
 # ---- helpers ----------------------------------------------------------------------------------
 
 def job_name(tag: str) -> str:
-    name = f"gt{RUN_ID}-{tag}"
+    """A job name no other call gives: a module fixture set up twice (tests run in a shuffled order)
+    launches its jobs again, and sacct must not mix the two launches up."""
+    name = f"gt{RUN_ID}-{tag}-{len(_NAMES)}"
     _NAMES.append(name)
     return name
 
