@@ -4,7 +4,7 @@ A Hydra app on conf/plan.yaml, which is conf/config.yaml in multirun mode with t
 `dry_run: true`: it composes and validates every trial exactly as the sweep driver would (same
 sweeper, same validation path), then prints the trial count, which trials are already done and
 will be skipped, and the estimated cost in clip-epochs, and launches nothing. `-m` is accepted and
-changes nothing. It also prints the grid's estimated device-hours and wall time (gridtune.budget);
+changes nothing. It also prints the grid's estimated device-hours and wall time (gridtune.checks.budget);
 `--probe` measures them first, training each shape's first trial for a couple of epochs in a
 temporary directory. Exit code 2 when the grid is invalid or over launcher.max_gpu_hours.
 """

@@ -36,7 +36,7 @@ def trial_problems(cfg: DictConfig, sweep_dir: Path | None = None, *, deep: bool
     """One trial's problems: values, then (`deep`, when the values are fine) each part built on the
     meta device, then where it would write. `deep=False` (planning) leaves out the builds, whose
     torch import costs seconds; every check the builders make is also in checks.validate. `values`,
-    when given, is the same trial resolved to plain containers (gridtune.planner): the value checks
+    when given, is the same trial resolved to plain containers (gridtune.config.planner): the value checks
     read it instead of resolving cfg key by key; should it not read (a shape no check expects),
     they read cfg, which then says what is wrong as it always did."""
     bad = _checked(cfg, values)

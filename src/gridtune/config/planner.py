@@ -11,7 +11,7 @@ give equal configs and trial ids on every grid in conf/sweep/ and on a generated
 The working copy of a set of group choices holds one trial at a time: `Planner.open(overrides)`
 merges only the value overrides that differ from the previous trial's (and puts back those it
 no longer has), and gives the trial's plain resolved values and id from the base's plain
-containers (gridtune.plain), so the checks read plain dicts instead of resolving OmegaConf
+containers (gridtune.config.plain), so the checks read plain dicts instead of resolving OmegaConf
 interpolations per trial.
 """
 from __future__ import annotations

@@ -213,7 +213,7 @@ def shape_of(cfg) -> tuple[int, tuple[int, int]]:
 def composed(cfg) -> list[str]:
     """Every rule above for a composed trial config (option names already known good), as building
     its parts meets them: the front end, augmentation and model first, then optimizer and schedule.
-    `cfg` is a DictConfig or the same trial as plain resolved values (gridtune.plain.Values)."""
+    `cfg` is a DictConfig or the same trial as plain resolved values (gridtune.config.plain.Values)."""
     model = cfg["model"]
     out = features(cfg["features"], int(cfg["data"]["sample_rate"])) + augment(cfg["augment"])
     out = out or model_keys(model)

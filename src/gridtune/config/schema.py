@@ -130,7 +130,7 @@ class LauncherConf:
     # SLURM limits of one launch (gridtune.slurm.arrays); null: what the scheduler reports
     max_array_size: Optional[int] = None    # most tasks per job array (MaxArraySize)
     max_submit_jobs: Optional[int] = None   # most pending + running jobs of the user (MaxSubmitJobs)
-    # The sweep refuses to start when its estimated device-hours (gridtune.budget) exceed this; null: no limit
+    # The sweep refuses to start when its estimated device-hours (gridtune.checks.budget) exceed this; null: no limit
     max_gpu_hours: Optional[float] = None
 
 

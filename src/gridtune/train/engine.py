@@ -253,10 +253,10 @@ class TrialRun:
                 "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32"}
 
     def timing(self) -> dict:
-        """What gridtune.budget reads besides each epoch's `time_s` (history.jsonl): this run's setup
+        """What gridtune.checks.budget reads besides each epoch's `time_s` (history.jsonl): this run's setup
         seconds (data, front end, model, resume), whether it ran cold (the process's first run), the
         first epoch it trained, the clips its data index lists, the CPU threads it used and the speed
-        hints that are no part of its identity (gridtune.knobs.EPOCH_COST_HINTS)."""
+        hints that are no part of its identity (gridtune.config.knobs.EPOCH_COST_HINTS)."""
         return {"setup_s": self.setup_s, "cold": self.cold, "first_epoch": self.first_epoch,
                 "n_clips": len(self.prepared.labels) + len(self.prepared.skipped),
                 "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
