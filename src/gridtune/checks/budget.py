@@ -167,18 +167,13 @@ def _parallel(config, n_jobs: int, slurm: bool) -> int:
     return max(1, min(int(c) for c in caps if c))
 
 
-def _side(by_cold: dict, cold: bool) -> float:
-    """A cold (or warm) figure; the other side's where that side was never measured."""
-    return by_cold[cold] if cold in by_cold else by_cold[not cold]
-
-
 def _shape_line(shape: str, shapes, jobs, costs) -> None:
     n = shapes.count(shape)
     for size in sorted({len(u) for job in jobs for u, s in job if with_group(s, 1) == with_group(shape, 1)}):
         c = costs.get(with_group(shape, size))
         if c is None:
             continue
-        cold, warm = (_side(c.setup_s, side) + _side(c.extra_s, side) for side in (True, False))
+        cold, warm = c.start_s(True), c.start_s(False)
         print(f"gridtune: budget:   {n} trial(s){f' in fused groups of {size}' if size > 1 else ''}: "
               f"epoch {fmt_s(c.epoch_s)}, setup and first epoch's extra {fmt_s(warm)} ({fmt_s(cold)} cold: "
               f"a process's first run), from {c.runs} run(s)", flush=True)

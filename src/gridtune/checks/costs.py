@@ -30,8 +30,17 @@ class Cost:
     runs: int
     other_s: float = 0.0
 
+    def side(self, cold: bool) -> bool:
+        """The side measured for `cold`: itself, or the other one where it never was."""
+        return cold if cold in self.setup_s else not cold
+
+    def start_s(self, cold: bool) -> float:
+        """A trial's setup plus its first epoch's extra, cold or warm."""
+        c = self.side(cold)
+        return self.setup_s[c] + self.extra_s[c]
+
     def unit_s(self, size: int, epochs: int, cold: bool) -> float:
-        c = cold if cold in self.setup_s else not cold
+        c = self.side(cold)
         return size * (self.setup_s[c] + self.other_s) + (self.extra_s[c] if epochs else 0.0) + epochs * self.epoch_s
 
 

@@ -24,7 +24,6 @@ from gridtune.config.schema import LauncherConf
 
 # Keys that never change what a job computes together (where it writes, how it is launched/tracked).
 IGNORED_TOP = tuple(k for k in not_identity("output") if "." not in k)
-MODES = FUSE_MODES
 
 
 def fuse_key(cfg) -> str:
@@ -67,8 +66,8 @@ def mode(cfg) -> tuple[str, int]:
     """(launcher.fuse, launcher.fuse_max) of a config, checked; a bad value is a one-line ValueError."""
     fuse = OmegaConf.select(cfg, "launcher.fuse", default=LauncherConf.fuse)
     fuse = {True: "on", False: "off"}.get(fuse, fuse)
-    if fuse not in MODES:
-        raise ValueError(f"launcher.fuse={fuse!r} is not valid; expected one of: {', '.join(MODES)}")
+    if fuse not in FUSE_MODES:
+        raise ValueError(f"launcher.fuse={fuse!r} is not valid; expected one of: {', '.join(FUSE_MODES)}")
     cap = OmegaConf.select(cfg, "launcher.fuse_max", default=LauncherConf.fuse_max)
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         raise ValueError(f"launcher.fuse_max={cap!r} is not valid; expected an int >= 1")
