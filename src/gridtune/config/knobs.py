@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 
-from .facts import EPOCH_COST, NOT_IDENTITY, fuses, not_identity
+from .facts import EPOCH_COST, NOT_IDENTITY, fuses, identity_of, not_identity
 
 DRIVER_SET = not_identity("driver")
 
@@ -48,8 +48,6 @@ def epoch_shape(config, n_clips: int, device_class: str, group_size: int = 1, hi
 DEFAULT = ("dropout", "lr", "l2")                   # always shown, as in the report's table
 GROUP_LRS = (("conv", "lr_conv"), ("head", "lr_head"))   # parameter group -> its LR knob
 RECORDED = (*DEFAULT, "seed", *(k for _, k in GROUP_LRS), "batch_size")   # in every trial's params
-# Where things run and are written, not what a trial computes: never an axis.
-NOT_AXES = not_identity("output", "place", "driver")
 
 
 def item(override: str) -> tuple[str | None, object]:
@@ -67,7 +65,9 @@ def key_of(override: str) -> str | None:
 
 
 def is_axis_key(key: str | None) -> bool:
-    return bool(key) and not any(key == p or key.startswith((p + ".", p + "/")) for p in NOT_AXES)
+    """Whether a key may be a grid axis: part of a trial's identity, or a resource hint; never where
+    things run and are written or what the driver sets (a group path `a/b` is read as `a.b`)."""
+    return bool(key) and identity_of(key.replace("/", ".")) in (None, "hint")
 
 
 def value(params: dict, overrides: list, key: str):
