@@ -5,12 +5,11 @@ dropped, and split into what is already done and what is to run.
 `repeats` seeds. `compose` composes each trial (once per distinct set of group choices:
 gridtune.config.planner), runs the one validation path over it (gridtune.checks.validation), then
 the data and SLURM checks (gridtune.checks.preflight); it returns every problem, one line each, and
-launches nothing. `split_done` reads the sweep directory once: a trial whose record is final and
+launches nothing. `split_done` lists the sweep directory once (gridtune.sweepdir.ledger.names): a trial whose record is final and
 trained on the data as it is now (same cache key) is done; a final record on other data is stale.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -73,22 +72,10 @@ def compose(planner: Planner, grid: list[list[str]], config, *, fast: bool, deep
     return trials, problems
 
 
-def entries(sweep_dir: Path) -> set | None:
-    """The names in the sweep directory, listed once (most trials of a new grid have no directory
-    yet); None when it cannot be listed (then every trial's directory is looked at)."""
-    try:
-        with os.scandir(sweep_dir) as it:
-            return {e.name for e in it}
-    except (FileNotFoundError, NotADirectoryError):
-        return set()
-    except OSError:
-        return None
-
-
 def split_done(trials: list[dict], sweep_dir: Path) -> tuple[set, dict]:
     """(ids done, {id: (old cache key, new cache key)} of final records trained on other data); first
     refuses (exit 2) a trial directory that leads outside the sweep directory."""
-    present = entries(sweep_dir)
+    present = ledger.names(sweep_dir)
     for t in trials:      # a trial id names no path; only a directory already there can lead elsewhere
         if present is None or t["trial_id"] in present or not PLAIN_ID.fullmatch(t["trial_id"]):
             identity.check_inside(sweep_dir / t["trial_id"], sweep_dir, "hydra.sweep.subdir")

@@ -94,6 +94,18 @@ def same_data(rec: dict, cache_key: str | None) -> bool:
     return cache_key is None or rec.get("cache_hash") == cache_key
 
 
+def names(sweep_dir: Path) -> set | None:
+    """The names in the sweep directory, listed once (most trials of a new grid have no directory
+    yet); None when it cannot be listed (then every trial's directory is looked at)."""
+    try:
+        with os.scandir(sweep_dir) as it:
+            return {e.name for e in it}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    except OSError:
+        return None
+
+
 def is_final_run(d: Path) -> bool:
     return d.name == FINAL_DIR or any((d / name).exists() for name in FINAL_MARKS)
 
